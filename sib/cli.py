@@ -1,0 +1,143 @@
+"""The `sib` command line: a thin click layer over the library.
+
+Last in the flow. Each command parses its options, calls one library function and prints
+the result: results on stdout, problems and progress on stderr. Only this module imports
+click, prints or exits. No Python traceback ever reaches a user: `main` turns operational
+errors into one line (exit 1) and anything unexpected into a one-line bug report (exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from sib import __version__
+from sib.problems import Problem, ProblemsFound, SibError, sort_problems
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_BUG = 0, 1, 2, 3
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _emit_problems(problems: list[Problem]) -> None:
+    for p in sort_problems(problems):
+        click.echo(str(p), err=True)
+    n = len(problems)
+    click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was written.", err=True)
+
+
+def _workspace_option(f):
+    return click.option(
+        "--workspace", "-w", type=click.Path(file_okay=False, path_type=Path), default=".",
+        envvar="SIB_WORKSPACE", show_default=True,
+        help="The workspace folder holding contracts/, evidence/ and ledgers/.")(f)
+
+
+class _SibGroup(click.Group):
+    """A group that turns problems and operational errors into messages and exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except ProblemsFound as e:
+            _emit_problems(e.problems)
+            ctx.exit(EXIT_PROBLEMS)
+        except SibError as e:
+            click.echo(f"sib: {e}", err=True)
+            ctx.exit(EXIT_PROBLEMS)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; nothing half-written is left (claims are written "
+                       "atomically).", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            click.echo(f"sib: internal error ({type(e).__name__}: {e}); this is a bug in sib "
+                       f"{__version__}: please report it with the command you ran.", err=True)
+            ctx.exit(EXIT_BUG)
+
+
+@click.group(cls=_SibGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="sib")
+def cli() -> None:
+    """sib — outcomes payments for social impact bonds, exact to the penny.
+
+    \b
+    Run from a workspace folder holding contracts/, evidence/ and ledgers/:
+      sib check                      validate the contract files
+      sib claim --period 2022-Q1     issue a quarter's claim
+    Every command has -h/--help with an example.
+    """
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("contract_files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--evidence", is_flag=True,
+              help="Also check each contract's evidence files (evidence/<id>/).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_workspace_option
+def check(contract_files: tuple[Path, ...], evidence: bool, as_json: bool, workspace: Path) -> None:
+    """Validate contract files and report every problem at file:line.
+
+    With no CONTRACT_FILES, checks every contracts/*.yaml in the workspace.
+
+    \b
+    Example:
+      sib check
+      sib check contracts/west-london-ips.yaml --json
+    """
+    from sib.workspace import check_files
+
+    report = check_files(workspace, list(contract_files), with_evidence=evidence)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        for line in report.summary_lines():
+            click.echo(line)
+        if report.problems:
+            _emit_problems(report.problems)
+    sys.exit(EXIT_PROBLEMS if report.problems else EXIT_OK)
+
+
+@cli.command(context_settings=CONTEXT)
+def schema() -> None:
+    """Print the JSON Schema of the contract format (sib-contract/1).
+
+    Editors use it to complete and check contract files as you type; point them at it with
+    a first line like `# yaml-language-server: $schema=../schema/sib-contract-1.json`.
+
+    \b
+    Example:
+      sib schema > schema/sib-contract-1.json
+    """
+    from sib.contract import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Create a workspace in DIRECTORY with a commented contract template.
+
+    Writes contracts/my-contract.yaml (which passes `sib check`), empty evidence files
+    with their headers, ledgers/, and the contract JSON Schema. Never overwrites a file.
+
+    \b
+    Example:
+      sib init my-sib && cd my-sib && sib check
+    """
+    from sib.workspace import init_workspace
+
+    for written in init_workspace(directory):
+        click.echo(f"wrote {written}")
+    click.echo(f"Next: edit {directory / 'contracts' / 'my-contract.yaml'}, then run "
+               f"`sib check` in {directory}.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point for the `sib` console script."""
+    cli.main(args=argv, prog_name="sib")
