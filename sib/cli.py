@@ -138,6 +138,56 @@ def init(directory: Path) -> None:
                f"`sib check` in {directory}.")
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--period", "-p", required=True, metavar="P",
+              help="The claim period, in the contract's kind: 2022-Q1, 2022-23-Q1 or 2022-03.")
+@click.option("--contract", "contract_id", metavar="ID",
+              help="The contract id (may be left out when the workspace has one contract).")
+@click.option("--dry-run", is_flag=True, help="Compute and show everything; write nothing.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Record invalid evidence rows as invalid-row decisions and claim the rest.")
+@click.option("--participants", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Participants file (default evidence/<id>/participants.csv or .xlsx).")
+@click.option("--milestones", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Milestones file (default evidence/<id>/milestones.csv or .xlsx).")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --dry-run: print the claim (totals, decisions, lines) as JSON.")
+@_workspace_option
+def claim(period: str, contract_id: str | None, dry_run: bool, skip_invalid: bool,
+          participants: Path | None, milestones: Path | None, as_json: bool,
+          workspace: Path) -> None:
+    """Issue claim P: compute it from the contract, evidence and earlier claims, and write it.
+
+    Writes ledgers/<id>/<P>/ (ledger.csv, decisions.csv, inputs/, manifest.json) atomically,
+    and prints the totals by funder kind and funder, the decisions, and the reconciliation
+    line. Claims go in order without gaps. Running an issued period again checks it: it
+    says "unchanged", or explains what changed (the change flows into the next claim).
+
+    \b
+    Example:
+      sib claim --period 2022-Q1
+      sib claim --period 2022-Q2 --dry-run --json > claim.json
+    """
+    from sib.issue import issue_claim
+    from sib.report import claim_json, claim_summary
+
+    if as_json and not dry_run:
+        raise click.UsageError("--json needs --dry-run (an issued claim's files are its record)")
+    prep, done = issue_claim(workspace, contract_id, period, participants, milestones,
+                             skip_invalid, dry_run)
+    for n in prep.notices:
+        click.echo(str(n), err=True)
+    if prep.evidence.problems:
+        for p in sort_problems(prep.evidence.problems):
+            click.echo(str(p), err=True)
+        click.echo(f"--skip-invalid: {prep.skipped_invalid} invalid row(s) recorded as "
+                   "invalid-row decisions; fix them and they are claimed next time", err=True)
+    if as_json:
+        click.echo(json.dumps(claim_json(prep, done), indent=2, sort_keys=True))
+        return
+    click.echo(claim_summary(prep, done))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the `sib` console script."""
     cli.main(args=argv, prog_name="sib")

@@ -1,0 +1,733 @@
+"""Evidence files: the participants and milestones tables, read and structurally validated.
+
+After contract in the flow. Reads CSV (UTF-8, with or without BOM) or XLSX (first sheet;
+through defusedxml, with a zip-bomb guard) into DataFrames of trimmed text, then types the
+columns the engine needs: dates become integer day numbers (days since 1970-01-01), so the
+engine compares and subtracts plain integers. Every structural problem in both files is
+collected — all of them, in one run — as `path:row:col`, where row is the spreadsheet row
+(the header is row 1, the first data row is row 2; in a CSV a quoted value spanning lines
+is one row, and a blank line is a row) and col is the 1-based column number in the file.
+
+Must not decide eligibility or money (that is reconcile.py) and must not write anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from sib.contract import Contract, LoadedContract, condition_columns
+from sib.problems import Problem
+
+NO_DAY = np.int64(2**62)  # "no date": later than every real day
+EPOCH = date(1970, 1, 1).toordinal()
+MIN_YEAR, MAX_YEAR = 1900, 2199
+
+PARTICIPANT_REQUIRED = ("participant_id", "enrolled_on")
+# verified_on and evidence_ref are required as columns (a verified row needs both); their
+# cells may be blank on pending and withdrawn rows.
+MILESTONE_REQUIRED = ("milestone_id", "participant_id", "milestone", "achieved_on", "status",
+                      "verified_on", "evidence_ref")
+MILESTONE_OPTIONAL = ("evidence_type", "hours_per_week")
+STATUSES = ("verified", "pending", "withdrawn")
+ROW = "row"  # the column sib adds: the spreadsheet row a record came from
+
+MAX_XLSX_UNCOMPRESSED = 512 * 1024 * 1024  # a 1M-row export is ~100 MB unpacked
+MAX_XLSX_RATIO = 200
+
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_UK = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)$")
+_BLANK = "\x00blank"  # placeholder name of a column whose header cell is blank (dropped)
+_DATE_HINT = f"write it as 2022-03-31 or 31/03/2022 (a real date, years {MIN_YEAR}–{MAX_YEAR})"
+
+
+def day_number(d: date) -> int:
+    """A date as its day number (days since 1970-01-01)."""
+    return d.toordinal() - EPOCH
+
+
+def day_text(n: int) -> str:
+    """An integer day number as YYYY-MM-DD ('' for NO_DAY)."""
+    if n >= NO_DAY:
+        return ""
+    return date.fromordinal(int(n) + EPOCH).isoformat()
+
+
+def days_text(values: np.ndarray) -> np.ndarray:
+    """Vectorised `day_text` for an int64 array."""
+    values = np.asarray(values, dtype=np.int64)
+    out = np.full(values.shape, "", dtype=object)
+    ok = values < NO_DAY
+    if ok.any():
+        out[ok] = np.datetime_as_string(values[ok].astype("datetime64[D]"), unit="D")
+    return out
+
+
+@dataclass(frozen=True)
+class Source:
+    """One evidence file as read: where it is, how users see it, and its exact bytes."""
+
+    path: Path
+    shown: str
+    raw: bytes
+
+    @property
+    def suffix(self) -> str:
+        return self.path.suffix.lower()
+
+
+@dataclass
+class Evidence:
+    """Both tables, typed, with every problem found.
+
+    participants: participant_id, enrolled_on (day number, int64), row (int64), then the
+      other columns of the file (trimmed text). Valid rows only.
+    milestones: milestone_id, participant_id, milestone, achieved_on (day number), status
+      (lower-case), verified_on (day number; NO_DAY when blank), evidence_ref,
+      evidence_type, hours_per_week (text, '' when the file lacks the column; checked to be
+      a number or blank — type it with `parse_numbers`), row, then the other columns (text).
+      Valid rows only, exact repeats removed.
+    invalid: one row per milestone that failed validation (milestone_id, participant_id,
+      milestone, row, detail). A row with a blank milestone_id is keyed 'row-<row>'; rows
+      sharing a milestone_id appear once, at the first of them. Empty unless problems were
+      found (or the file is unusable, see file_problems).
+    problems: structural problems, each refusing the claim unless --skip-invalid.
+    notices: things reported but not refused (an exact repeat of a row; a file with a
+      header but no rows; an ignored column named 'row').
+    sources: the files read, by table name.
+    file_problems: a problem with a whole file (missing, unreadable, a missing column):
+      then participants, milestones and invalid are empty and --skip-invalid cannot help.
+    rows_in: milestones counted once each (an exact repeat, or a row sharing a
+      milestone_id, counts once): valid + invalid.
+    """
+
+    participants: pd.DataFrame
+    milestones: pd.DataFrame
+    invalid: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+    notices: list[Problem] = field(default_factory=list)
+    sources: dict[str, Source] = field(default_factory=dict)
+    file_problems: bool = False
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.milestones) + len(self.invalid)
+
+
+# --- reading tables ----------------------------------------------------------------------
+
+class _Table:
+    """A file read as text cells.
+
+    frame: one column per named header cell (name trimmed and lower-cased), every cell
+      trimmed text, wholly blank rows dropped; the index is the spreadsheet row − 2 (the
+      header is row 1). None when the file cannot be read as a table.
+    colno: column name → its 1-based column number in the file.
+    ragged: spreadsheet row → message, for CSV rows whose cell count differs from the
+      header's (kept in frame, padded with blanks or cut to the header's width; their cells
+      are not trustworthy, so only their ids are used).
+    problems / notices: what was found while reading (and later, while checking).
+    """
+
+    def __init__(self, shown: str):
+        self.shown = shown
+        self.frame: pd.DataFrame | None = None
+        self.colno: dict[str, int] = {}
+        self.ragged: dict[int, str] = {}
+        self.problems: list[Problem] = []
+        self.notices: list[Problem] = []
+
+    def problem(self, row: int | None, col: str | None, code: str, message: str) -> None:
+        self.problems.append(Problem(self.shown, row, self.colno.get(col) if col else None,
+                                     code, message))
+
+
+def _header(names: list, table: _Table) -> list[str] | None:
+    """Normalised column names, or None (with problems) when they cannot name columns."""
+    out = []
+    seen: dict[str, int] = {}
+    ok = True
+    for i, raw in enumerate(names, start=1):
+        name = str(raw if raw is not None else "").replace("\ufeff", "").strip().lower()
+        if not name:
+            name = f"{_BLANK}{i}"
+        if name in seen:
+            table.problems.append(Problem(
+                table.shown, 1, i, "duplicate-column",
+                f"column '{name}' appears twice in the header (columns {seen[name]} and {i}); "
+                "rename or remove one"))
+            ok = False
+        else:
+            seen[name] = i
+        out.append(name)
+    if not seen or all(n.startswith(_BLANK) for n in seen):
+        table.problems.append(Problem(
+            table.shown, 1, None, "missing-header",
+            "row 1 has no column names; the first row must be the header (e.g. "
+            "participant_id,enrolled_on,...) with the data below it"))
+        ok = False
+    table.colno = dict(seen)
+    return out if ok else None
+
+
+def _read_csv(src: Source, table: _Table) -> None:
+    raw = src.raw
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        enc = "UTF-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8"
+        table.problems.append(Problem(
+            table.shown, line, None, "bad-encoding",
+            f"the file is {enc} (byte 0x{raw[e.start]:02x} at line {line}); export it again "
+            "as CSV UTF-8 (in Excel: Save As → 'CSV UTF-8 (Comma delimited)')"))
+        return
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        table.problems.append(Problem(
+            table.shown, line, None, "bad-encoding",
+            "the file contains NUL bytes, so it is not a UTF-8 text CSV (a UTF-16 'Unicode "
+            "Text' export looks like this); export it again as CSV UTF-8"))
+        return
+    if not text.strip():
+        table.problems.append(Problem(table.shown, None, None, "empty-file",
+                                      "the file is empty; it needs a header row"))
+        return
+    # newline="" so that \r\n, \n and \r all end records and quoted line breaks survive
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[list[str]] = []
+    try:
+        for rec in reader:
+            records.append(rec)  # a blank line is [] and still counts as a row
+    except csv.Error as e:
+        table.problems.append(Problem(
+            table.shown, len(records) + 1, None, "bad-csv",
+            f"the CSV cannot be read from here on ({e}); check the quotes in this row, or "
+            "export the file again as CSV UTF-8"))
+        return
+    names = _header(records[0], table)
+    if names is None:
+        return
+    width = len(names)
+    rows, data = [], []
+    for row, rec in enumerate(records[1:], start=2):
+        if not any(cell.strip() for cell in rec):
+            continue
+        if len(rec) != width:
+            table.problems.append(Problem(
+                table.shown, row, None, "ragged-row",
+                f"row {row} has {len(rec)} cells but the header has {width}; check for a stray "
+                "comma, or a value containing a comma that is not in double quotes"))
+            table.ragged[row] = f"it has {len(rec)} cells but the header has {width}"
+            rec = (rec + [""] * width)[:width]
+        rows.append(row)
+        data.append(rec)
+    table.frame = _frame(data, names, rows)
+
+
+def _frame(data: list[list[str]], names: list[str], rows: list[int]) -> pd.DataFrame:
+    index = pd.Index(np.asarray(rows, dtype=np.int64) - 2)
+    if not data:
+        return pd.DataFrame({n: pd.Series([], dtype=str) for n in names}, index=index)
+    return pd.DataFrame(data, columns=names, index=index, dtype=str)
+
+
+def _cell_text(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, datetime):
+        return v.date().isoformat()
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, float):
+        if v != v or v in (float("inf"), float("-inf")):
+            return str(v)
+        d = Decimal(repr(v))
+        if d == d.to_integral_value():
+            return str(int(d))
+        return format(d.normalize(), "f")
+    return str(v)
+
+
+def _read_xlsx(src: Source, table: _Table) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(src.raw)) as z:
+            total = 0
+            for info in z.infolist():
+                total += info.file_size
+                ratio = info.file_size / max(info.compress_size, 1)
+                if total > MAX_XLSX_UNCOMPRESSED or (info.file_size > 10_000_000 and
+                                                     ratio > MAX_XLSX_RATIO):
+                    table.problems.append(Problem(
+                        table.shown, None, None, "unsafe-workbook",
+                        f"the workbook unpacks to more than {MAX_XLSX_UNCOMPRESSED // 2**20} MB "
+                        f"or is compressed {ratio:.0f}:1 ({info.filename}); it looks like a "
+                        "zip bomb, so it was not opened: export the data again"))
+                    return
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError):
+        table.problems.append(Problem(table.shown, None, None, "bad-workbook",
+                                      "the file is not an .xlsx workbook (not a zip archive); "
+                                      "save it as Excel Workbook (.xlsx) or CSV UTF-8"))
+        return
+    try:
+        import openpyxl  # defusedxml is installed, so openpyxl parses through it
+
+        wb = openpyxl.load_workbook(io.BytesIO(src.raw), read_only=True, data_only=True)
+        try:
+            if not wb.worksheets:
+                table.problems.append(Problem(table.shown, None, None, "empty-file",
+                                              "the workbook has no worksheet; put the table "
+                                              "on the first sheet, header in row 1"))
+                return
+            ws = wb.worksheets[0]
+            # the stored dimension may be wrong (some exporters write A1): read every cell
+            ws.reset_dimensions()
+            # rows come from row 1 on, missing rows filled in, so enumerate gives row numbers
+            records = list(ws.iter_rows(values_only=True))
+        finally:
+            wb.close()
+    except Exception as e:  # noqa: BLE001 - any failure inside a hostile workbook
+        reason = type(e).__name__
+        if "Entit" in reason or "DTD" in reason or "Forbidden" in reason:
+            msg = ("the workbook contains XML entity declarations (a possible XML bomb); it "
+                   "was not read: export the data again from the source system")
+        else:
+            msg = f"the workbook cannot be read ({reason}: {e}); save it again as .xlsx or CSV UTF-8"
+        table.problems.append(Problem(table.shown, None, None, "bad-workbook", msg))
+        return
+    if not any(_cell_text(v).strip() for rec in records for v in rec):
+        table.problems.append(Problem(table.shown, None, None, "empty-file",
+                                      "the first sheet is empty; it needs a header row"))
+        return
+    header = list(records[0]) if records else []
+    width = len(header)
+    while width and _cell_text(header[width - 1]).strip() == "":
+        width -= 1
+    names = _header(header[:width], table)
+    if names is None:
+        return
+    rows, data = [], []
+    for row, rec in enumerate(records[1:], start=2):
+        cells = [_cell_text(v).strip() for v in rec[:width]]
+        if not any(cells):
+            continue
+        rows.append(row)
+        data.append(cells + [""] * (width - len(cells)))
+    table.frame = _frame(data, names, rows)
+
+
+def read_table(src: Source) -> _Table:
+    """A file as a DataFrame of trimmed text (or problems); see `_Table`."""
+    table = _Table(src.shown)
+    if src.suffix == ".xlsx":
+        _read_xlsx(src, table)
+    else:
+        _read_csv(src, table)
+    if table.frame is not None:
+        frame = table.frame
+        for col in frame.columns:
+            frame[col] = frame[col].astype(str).str.strip()
+        drop = [c for c in frame.columns if c.startswith(_BLANK)]
+        if ROW in frame.columns:
+            drop.append(ROW)
+            table.notices.append(Problem(
+                table.shown, 1, table.colno[ROW], "ignored-column",
+                "the column 'row' was ignored: sib numbers the rows itself; rename it if it "
+                "matters"))
+            del table.colno[ROW]
+        if drop:
+            frame = frame.drop(columns=drop)
+        if len(frame.columns):
+            empty = (frame == "").all(axis=1)
+            if empty.any():
+                frame = frame[~empty]
+        if frame.empty:
+            table.notices.append(Problem(table.shown, None, None, "no-rows",
+                                         "the file has a header but no rows"))
+        table.frame = frame
+    return table
+
+
+# --- typing values -----------------------------------------------------------------------
+
+def parse_days(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Dates as day numbers; (days, ok). Blank → NO_DAY and ok; unparseable → not ok.
+
+    Accepts ISO 2022-03-31 and UK 31/03/2022 (trimmed text); a date that does not exist
+    (2022-02-30) or whose year is outside MIN_YEAR..MAX_YEAR is not ok.
+    """
+    ser = pd.Series(values.to_numpy(dtype=object), dtype=object).astype(str)
+    days = np.full(len(ser), NO_DAY, dtype=np.int64)
+    ok = np.ones(len(ser), dtype=bool)
+    if not len(ser):
+        return days, ok
+    blank = (ser == "").to_numpy(dtype=bool)
+    iso = ser.str.match(_ISO.pattern).to_numpy(dtype=bool)
+    uk = ser.str.match(_UK.pattern).to_numpy(dtype=bool)
+    for m, fmt in ((iso, "%Y-%m-%d"), (uk, "%d/%m/%Y")):
+        if m.any():
+            parsed = pd.to_datetime(ser[m], format=fmt, errors="coerce")
+            good = (parsed.notna() & parsed.dt.year.between(MIN_YEAR, MAX_YEAR)).to_numpy(dtype=bool)
+            idx = np.flatnonzero(m)
+            days[idx[good]] = (parsed[good].to_numpy().astype("datetime64[D]")
+                               .astype(np.int64))
+            ok[idx[~good]] = False
+    ok[~(blank | iso | uk)] = False
+    return days, ok
+
+
+def parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers for condition tests (hours, age): float64 with NaN for blank; (values, ok).
+
+    Not money: money never passes through here.
+    """
+    ser = pd.Series(values.to_numpy(dtype=object), dtype=object).astype(str).str.strip()
+    out = np.full(len(ser), np.nan)
+    if not len(ser):
+        return out, np.ones(0, dtype=bool)
+    blank = (ser == "").to_numpy(dtype=bool)
+    good = ser.str.match(_NUMBER.pattern).to_numpy(dtype=bool)
+    if good.any():
+        out[good] = ser[good].astype(float).to_numpy()
+    return out, blank | good
+
+
+# --- the evidence ----------------------------------------------------------------------------
+
+def evidence_paths(workspace: Path, contract_id: str) -> dict[str, Path | None]:
+    """The default files, evidence/<id>/<table>.csv or .xlsx: None when neither or both exist."""
+    folder = workspace / "evidence" / contract_id
+    out: dict[str, Path | None] = {}
+    for name in ("participants", "milestones"):
+        found = [folder / f"{name}{ext}" for ext in (".csv", ".xlsx")
+                 if (folder / f"{name}{ext}").exists()]
+        out[name] = found[0] if len(found) == 1 else None
+    return out
+
+
+def _shown_path(path: Path, workspace: Path) -> str:
+    """A path relative to the workspace when inside it (as sib.workspace shows paths)."""
+    try:
+        return str(path.resolve().relative_to(workspace.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_evidence(workspace: Path, lc: LoadedContract, participants: Path | None = None,
+                  milestones: Path | None = None,
+                  shown: Callable[[Path], str] | None = None) -> Evidence:
+    """Read and validate both evidence files of a contract (defaults: evidence/<id>/).
+
+    A missing file is a problem; the other file is still read and checked, so that every
+    problem is reported in one run.
+    """
+    show = shown or (lambda p: _shown_path(p, workspace))
+    defaults = evidence_paths(workspace, lc.contract.id)
+    folder = workspace / "evidence" / lc.contract.id
+    problems: list[Problem] = []
+    sources: dict[str, Source] = {}
+    for name, given in (("participants", participants), ("milestones", milestones)):
+        path = given or defaults[name]
+        if path is None:
+            both = [folder / f"{name}{e}" for e in (".csv", ".xlsx") if (folder / f"{name}{e}").exists()]
+            if both:
+                problems.append(Problem(show(both[0]), None, None, "ambiguous-file",
+                                        f"both {name}.csv and {name}.xlsx exist in {show(folder)}; "
+                                        f"keep one, or choose with --{name} FILE"))
+            else:
+                problems.append(Problem(show(folder / f"{name}.csv"), None, None, "missing-file",
+                                        f"no {name} file: expected {show(folder / (name + '.csv'))} "
+                                        f"(or .xlsx), or pass --{name} FILE"))
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            problems.append(Problem(show(path), None, None, "missing-file",
+                                    f"cannot read the {name} file ({e.strerror or e}); check "
+                                    f"the path, or pass --{name} FILE"))
+            continue
+        sources[name] = Source(path, show(path), raw)
+    return _validate(lc, sources, problems)
+
+
+def validate_evidence(lc: LoadedContract, psrc: Source, msrc: Source,
+                      problems: list[Problem] | None = None) -> Evidence:
+    """Type and check both tables; rows with problems are split off into `invalid`."""
+    return _validate(lc, {"participants": psrc, "milestones": msrc}, list(problems or []))
+
+
+def _empty_frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    def frame(cols: dict[str, str]) -> pd.DataFrame:
+        return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in cols.items()})
+    text, day = "str", "int64"
+    participants = frame({"participant_id": text, "enrolled_on": day, ROW: "int64"})
+    milestones = frame({"milestone_id": text, "participant_id": text, "milestone": text,
+                        "achieved_on": day, "status": text, "verified_on": day,
+                        "evidence_ref": text, "evidence_type": text, "hours_per_week": text,
+                        ROW: "int64"})
+    invalid = frame({"milestone_id": text, "participant_id": text, "milestone": text,
+                     ROW: "int64", "detail": text})
+    return participants, milestones, invalid
+
+
+def _ordered(frame: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    first = [c for c in first if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]].reset_index(drop=True)
+
+
+class _Rows:
+    """Bookkeeping for one table's rows: which are invalid, and the first reason why."""
+
+    def __init__(self, table: _Table, frame: pd.DataFrame):
+        self.table = table
+        self.frame = frame
+        self.rows = frame[ROW].to_numpy(dtype=np.int64)
+        self.ragged = np.isin(self.rows, list(table.ragged))
+        self.bad = self.ragged.copy()
+        self.why = np.array([table.ragged.get(int(r), "") for r in self.rows], dtype=object)
+
+    def flag(self, mask: np.ndarray, col: str | None, code: str,
+             msg: Callable[[int], str]) -> None:
+        """Report `code` at every row in `mask` (ragged rows excepted: their cells may be
+        shifted, so the ragged-row problem stands for them)."""
+        for i in np.flatnonzero(np.asarray(mask, dtype=bool) & ~self.ragged):
+            text = msg(i)
+            self.table.problem(int(self.rows[i]), col, code, text)
+            if not self.bad[i]:
+                self.why[i] = text
+            self.bad[i] = True
+
+
+def _missing_columns(lc: LoadedContract, table: _Table, name: str, required: tuple,
+                     used: dict[str, tuple]) -> bool:
+    """Report each required or contract-used column the file lacks; True when any."""
+    have = list(table.frame.columns)
+    found = ", ".join(have) or "(no column names)"
+    missing = False
+    for col in required:
+        if col not in have:
+            table.problem(1, None, "missing-column",
+                          f"the header has no '{col}' column, which every {name} file needs; "
+                          f"add it (found: {found})")
+            missing = True
+    for col, loc in used.items():
+        if col not in have and col not in required:
+            table.problem(1, None, "missing-column",
+                          f"the contract uses column '{col}' ({lc.where(*loc)}) but this file "
+                          f"has no such column; add it to the export (found: {found})")
+            missing = True
+    return missing
+
+
+def _validate(lc: LoadedContract, sources: dict[str, Source],
+              problems: list[Problem]) -> Evidence:
+    c = lc.contract
+    file_level = bool(problems)  # a file missing or ambiguous
+    part_cols, mile_cols = condition_columns(c)
+    ptab = read_table(sources["participants"]) if "participants" in sources else None
+    mtab = read_table(sources["milestones"]) if "milestones" in sources else None
+    tables = [t for t in (ptab, mtab) if t is not None]
+    file_level |= any(t.frame is None for t in tables)
+
+    mile_used = dict(mile_cols)
+    if any(o.evidence for o in c.outcomes):
+        i = next(i for i, o in enumerate(c.outcomes) if o.evidence)
+        mile_used.setdefault("evidence_type", ("outcomes", i, "evidence"))
+
+    pf = bad_participants = None
+    if ptab is not None and ptab.frame is not None:
+        file_level |= _missing_columns(lc, ptab, "participants", PARTICIPANT_REQUIRED, part_cols)
+        pf, bad_participants = _check_participants(c, ptab, part_cols)
+    mf = invalid = None
+    repeats: list[Problem] = []
+    if mtab is not None and mtab.frame is not None:
+        file_level |= _missing_columns(lc, mtab, "milestones", MILESTONE_REQUIRED, mile_used)
+        mf, invalid, repeats = _check_milestones(c, mtab, mile_cols, bad_participants or set(),
+                                                 ptab.shown if ptab else "")
+
+    # each table's problems are collected exactly once, here, after every check has run
+    for t in tables:
+        problems += t.problems
+    notices = [n for t in tables for n in t.notices] + repeats
+    if file_level:
+        empty = _empty_frames()
+        return Evidence(*empty, problems, notices, sources, file_problems=True)
+    return Evidence(pf, mf, invalid, problems, notices, sources)
+
+
+def _check_participants(c: Contract, ptab: _Table,
+                        part_cols: dict[str, tuple]) -> tuple[pd.DataFrame, set[str]]:
+    """The valid participants, typed, and the ids of participants with an invalid row."""
+    pf = ptab.frame.reset_index(names="_i")
+    pf.insert(0, ROW, pf.pop("_i").to_numpy(dtype=np.int64) + 2)
+    rows = _Rows(ptab, pf)
+    has = set(pf.columns)
+    if "participant_id" in has:
+        blank = (pf["participant_id"] == "").to_numpy()
+        rows.flag(blank, "participant_id", "blank-value",
+                  lambda i: "participant_id is blank; fill in the participant's case id")
+        # the same id twice: every row of it is invalid (which one is right is unknown),
+        # and the problem is reported at each row after the first
+        ids = pf["participant_id"]
+        dup = ids.duplicated(keep=False).to_numpy() & ~blank
+        if dup.any():
+            first = ids.map(pf[dup].groupby("participant_id")[ROW].min()).to_numpy()
+            later = dup & (rows.rows != first)
+            rows.flag(later, "participant_id", "duplicate-id",
+                      lambda i: f"participant_id '{ids.iat[i]}' is also in row {int(first[i])}; "
+                                "each participant has exactly one row: merge the two rows")
+            for i in np.flatnonzero(dup & ~rows.bad):
+                rows.why[i] = f"participant_id '{ids.iat[i]}' is in more than one row"
+            rows.bad |= dup
+    if "enrolled_on" in has:
+        pdays, pok = parse_days(pf["enrolled_on"])
+        rows.flag(~pok, "enrolled_on", "bad-date",
+                  lambda i: f"enrolled_on '{pf['enrolled_on'].iat[i]}' is not a date; {_DATE_HINT}")
+        rows.flag(pok & (pdays == NO_DAY), "enrolled_on", "blank-value",
+                  lambda i: "enrolled_on is blank; give the date the participant enrolled "
+                            "(e.g. 2022-03-31)")
+        pf["enrolled_on"] = pdays
+    for col in sorted(part_cols):
+        if col in has and _numeric_column(c, col, participant=True):
+            _, ok = parse_numbers(pf[col])
+            rows.flag(~ok, col, "bad-number",
+                      lambda i, col=col: f"{col} '{pf[col].iat[i]}' is not a number; write it "
+                                         "like 42 or 16.5, or leave it blank")
+    bad_ids = set(pf.loc[rows.bad, "participant_id"]) if "participant_id" in has else set()
+    bad_ids.discard("")
+    valid = _ordered(pf[~rows.bad], list(PARTICIPANT_REQUIRED) + [ROW])
+    return valid, bad_ids
+
+
+def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
+                      bad_participants: set[str], participants_shown: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
+    """(valid milestones typed, invalid milestones, notices of exact repeats)."""
+    mf = mtab.frame.reset_index(names="_i")
+    mf.insert(0, ROW, mf.pop("_i").to_numpy(dtype=np.int64) + 2)
+    for col in MILESTONE_REQUIRED + MILESTONE_OPTIONAL:
+        if col not in mf.columns:
+            mf[col] = ""  # a missing column is a problem already; checks treat it as blank
+    # an exact repeat of a row is reported and counted once (ragged rows are never "exact")
+    content = [col for col in mf.columns if col != ROW]
+    ragged = np.isin(mf[ROW].to_numpy(), list(mtab.ragged))
+    exact = (mf[~ragged].duplicated(subset=content, keep="first")
+             .reindex(mf.index, fill_value=False).to_numpy(dtype=bool))
+    repeats = [Problem(mtab.shown, int(r), None, "repeated-row",
+                       f"row {int(r)} repeats milestone '{mid}' exactly (same values in every "
+                       "column); it is counted once — delete the repeat to silence this")
+               for r, mid in zip(mf.loc[exact, ROW], mf.loc[exact, "milestone_id"])]
+    mf = mf[~exact].reset_index(drop=True)
+    rows = _Rows(mtab, mf)
+    has = set(mtab.frame.columns)
+
+    for col in ("milestone_id", "participant_id", "milestone", "status"):
+        if col in has:
+            rows.flag((mf[col] == "").to_numpy(), col, "blank-value",
+                      lambda i, col=col: f"{col} is blank; every milestone row needs one")
+    status = mf["status"].str.lower()
+    if "status" in has:
+        badstatus = ~status.isin(STATUSES).to_numpy() & (status != "").to_numpy()
+        rows.flag(badstatus, "status", "bad-value",
+                  lambda i: f"status '{mf['status'].iat[i]}' is not one of verified, pending, "
+                            "withdrawn; use one of those three words")
+    adays, aok = parse_days(mf["achieved_on"])
+    vdays, vok = parse_days(mf["verified_on"])
+    if "achieved_on" in has:
+        rows.flag(~aok, "achieved_on", "bad-date",
+                  lambda i: f"achieved_on '{mf['achieved_on'].iat[i]}' is not a date; {_DATE_HINT}")
+        rows.flag(aok & (adays == NO_DAY), "achieved_on", "blank-value",
+                  lambda i: "achieved_on is blank; give the date the milestone was achieved "
+                            "(e.g. 2022-03-31)")
+    verified = (status == "verified").to_numpy()
+    if "verified_on" in has:
+        rows.flag(~vok, "verified_on", "bad-date",
+                  lambda i: f"verified_on '{mf['verified_on'].iat[i]}' is not a date; {_DATE_HINT}")
+        rows.flag(verified & vok & (vdays == NO_DAY), "verified_on", "missing-verification",
+                  lambda i: "status is verified but verified_on is blank; give the date the "
+                            "evidence was verified, or set status to pending")
+    if "evidence_ref" in has:
+        rows.flag(verified & (mf["evidence_ref"] == "").to_numpy(), "evidence_ref",
+                  "missing-verification",
+                  lambda i: "status is verified but evidence_ref is blank; give the reference "
+                            "of the evidence held (e.g. the payslip scan id), or set status to "
+                            "pending")
+    early = vok & aok & (vdays < NO_DAY) & (adays < NO_DAY) & (vdays < adays)
+    rows.flag(early, "verified_on", "verified-before-achieved",
+              lambda i: f"verified_on {mf['verified_on'].iat[i]} is before achieved_on "
+                        f"{mf['achieved_on'].iat[i]}; evidence cannot be verified before the "
+                        "outcome: correct one of the dates")
+    numeric = {"hours_per_week"} | {col for col in mile_cols if _numeric_column(c, col, False)}
+    for col in sorted(numeric):
+        if col in has:
+            _, ok = parse_numbers(mf[col])
+            rows.flag(~ok, col, "bad-number",
+                      lambda i, col=col: f"{col} '{mf[col].iat[i]}' is not a number; write it "
+                                         "like 16 or 12.5, or leave it blank")
+    mf["status"] = status
+    mf["achieved_on"] = adays
+    mf["verified_on"] = vdays
+
+    # the same id in rows with different content: all of them are invalid (which one is
+    # right is unknown); reported at each row after the first
+    ids = mf["milestone_id"]
+    dup = ids.duplicated(keep=False).to_numpy() & (ids != "").to_numpy()
+    if dup.any():
+        rows_of = {mid: sorted(int(r) for r in g)
+                   for mid, g in mf[dup].groupby("milestone_id")[ROW]}
+        for i in np.flatnonzero(dup):
+            mid, row = ids.iat[i], int(rows.rows[i])
+            seen = rows_of[mid]
+            if row != seen[0]:
+                mtab.problem(row, "milestone_id", "duplicate-id",
+                             f"milestone_id '{mid}' is also in row {seen[0]} with different "
+                             "content; each milestone has one row: correct it in place "
+                             "instead of adding another")
+            if not rows.bad[i]:
+                rows.why[i] = (f"milestone_id '{mid}' is in rows {', '.join(map(str, seen))} "
+                               "with different content")
+            rows.bad[i] = True
+    if bad_participants:
+        of_bad = mf["participant_id"].isin(bad_participants).to_numpy() & ~rows.bad
+        for i in np.flatnonzero(of_bad):
+            rows.why[i] = (f"its participant '{mf['participant_id'].iat[i]}' has an invalid "
+                           f"row in {participants_shown}")
+        rows.bad |= of_bad
+
+    invalid = mf.loc[rows.bad, ["milestone_id", "participant_id", "milestone", ROW]].copy()
+    invalid["detail"] = pd.Series([f"row {r} of {mtab.shown} is invalid: {w}"
+                                   for r, w in zip(invalid[ROW], rows.why[rows.bad])],
+                                  index=invalid.index, dtype="str")
+    # an invalid row may have no id: key it by its row, so each invalid milestone is one entry
+    invalid["milestone_id"] = np.where(invalid["milestone_id"] == "",
+                                       "row-" + invalid[ROW].astype(str),
+                                       invalid["milestone_id"])
+    invalid = invalid.drop_duplicates("milestone_id", keep="first").reset_index(drop=True)
+    invalid = invalid.astype({"milestone_id": "str", ROW: "int64"})
+    valid = _ordered(mf[~rows.bad], list(MILESTONE_REQUIRED + MILESTONE_OPTIONAL) + [ROW])
+    return valid, invalid, repeats
+
+
+def _numeric_column(c: Contract, col: str, participant: bool) -> bool:
+    """Whether the contract tests `col` with a numeric range somewhere."""
+    conds = []
+    if participant:
+        conds.append(c.eligibility or {})
+        for rules in [c.payers] + [o.payers for o in c.outcomes if o.payers]:
+            conds += [r.when or {} for r in rules]
+    else:
+        conds += [o.when or {} for o in c.outcomes]
+    return any(col in cond and cond[col].is_range for cond in conds)

@@ -1,0 +1,310 @@
+"""Issuing a claim: the period checks, the lock, and the atomic write of a claim folder.
+
+After reconcile in the flow (and before cli). `prepare_claim` reads the contract, evidence
+and earlier ledgers of a workspace and computes claim P with the engine; `issue_claim`
+writes it to `ledgers/<contract-id>/<P>/` exactly as ../shared/spec/ledger.md describes:
+into a temporary folder beside the final one, manifest last, then renamed into place, all
+under a workspace lock. Re-issuing a period compares instead of writing. The only clock
+read in sib is here (`issued_at`, which honours SOURCE_DATE_EPOCH for reproducible
+builds). Must not compute money (that is reconcile's) or print (that is the CLI's).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from sib import __version__, money
+from sib.contract import LoadedContract
+from sib.evidence import Evidence, read_evidence
+from sib.ledger import MANIFEST_FORMAT, History, issued_periods, read_history, read_manifest, \
+    render_decisions, render_ledger
+from sib.period import Period, PeriodError, parse_period, period_containing
+from sib.problems import ProblemsFound, SibError
+from sib.reconcile import Claim, compute_claim, totals
+from sib.workspace import find_contract, shown_path
+
+LOCK_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A computed claim with everything needed to write it, and where it goes."""
+
+    lc: LoadedContract
+    claim: Claim
+    evidence: Evidence
+    folder: Path               # ledgers/<id>/<period>
+    shown_folder: str
+    files: dict[str, bytes]    # relative path → exact bytes (without manifest.json)
+    manifest: dict
+    already_issued: bool
+    skipped_invalid: int = 0
+    notices: tuple = field(default_factory=tuple)
+    cumulative_by_funder: dict = field(default_factory=dict)  # pence paid to date, this claim included
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _issued_at() -> str:
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.isdigit():
+        t = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    else:
+        t = datetime.now(timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ledger_dir(workspace: Path, contract_id: str) -> Path:
+    """ledgers/<id>, refusing one that leads outside the workspace (a symlink)."""
+    base = workspace / "ledgers"
+    folder = base / contract_id
+    for p in (base, folder):
+        if p.is_symlink():
+            raise SibError(f"{shown_path(p, workspace)} is a symbolic link; sib writes ledgers "
+                           "only inside the workspace, so replace it with a real folder")
+    return folder
+
+
+def check_period(lc: LoadedContract, label: str, issued: list[Period]) -> Period:
+    """The period to claim, checked against the term and the claims already issued."""
+    c = lc.contract
+    try:
+        period = parse_period(label, c.claims)
+    except PeriodError as e:
+        raise SibError(f"--period: {e}") from None
+    first = period_containing(c.term.service_start, c.claims)
+    if period < first:
+        raise SibError(f"{period} is before the contract's first claim period {first} (the "
+                       f"service starts on {c.term.service_start}); claims run from {first}")
+    claims_end = c.term.claims_end
+    if claims_end is not None and period.start > claims_end:
+        raise SibError(f"{period} starts after term.claims_end {claims_end} "
+                       f"({lc.where('term', 'claims_end')}); no claim can be made for it")
+    expected = first
+    for p in issued:
+        if p != expected:
+            raise SibError(f"the issued claims have a gap: {expected} is missing before {p}; "
+                           "run `sib audit` (issued claims are never deleted)")
+        expected = p.next()
+    if period in issued:
+        return period
+    if period != expected:
+        raise SibError(f"{period} cannot be claimed yet: claims go in order without gaps and "
+                       f"the next one due is {expected}; claim {expected} first")
+    return period
+
+
+def prepare_claim(workspace: Path, contract_id: str | None, label: str,
+                  participants: Path | None = None, milestones: Path | None = None,
+                  skip_invalid: bool = False) -> Prepared:
+    """Compute claim `label` from the workspace's files (reads only; writes nothing)."""
+    lc = find_contract(workspace, contract_id)
+    c = lc.contract
+    folder_root = ledger_dir(workspace, c.id)
+    issued = issued_periods(folder_root, c.claims)
+    period = check_period(lc, label, issued)
+    evidence = read_evidence(workspace, lc, participants, milestones)
+    if evidence.problems and (evidence.file_problems or not skip_invalid):
+        raise ProblemsFound(evidence.problems)
+    before = [p for p in issued if p < period]
+    shown_root = shown_path(folder_root, workspace)
+    history = read_history(folder_root, before, shown_root) if before else History.empty()
+    claim = compute_claim(c, evidence, history, period)
+    if claim.problems:
+        raise ProblemsFound(claim.problems)
+
+    contract_bytes = lc.path.read_bytes()
+    files: dict[str, bytes] = {
+        "ledger.csv": render_ledger(claim.lines).encode("utf-8"),
+        "decisions.csv": render_decisions(claim.decisions).encode("utf-8"),
+        "inputs/contract.yaml": contract_bytes,
+    }
+    for name in ("participants", "milestones"):
+        src = evidence.sources[name]
+        files[f"inputs/{name}{src.suffix}"] = src.raw
+    previous = None
+    if before:
+        prev_manifest = folder_root / before[-1].label / "manifest.json"
+        try:
+            previous = sha256(prev_manifest.read_bytes())
+        except OSError as e:
+            raise SibError(f"{shown_path(prev_manifest, workspace)} cannot be read: "
+                           f"{e.strerror or e}; run `sib audit`") from None
+    t = totals(claim.lines, c)
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "contract": c.id,
+        "period": period.label,
+        "start": period.start.isoformat(),
+        "end": period.end.isoformat(),
+        "claim_number": claim.number,
+        "issued_at": _issued_at(),
+        "sib_version": __version__,
+        "previous_manifest_sha256": previous,
+        "files": {name: sha256(data) for name, data in sorted(files.items())},
+        "totals": {
+            "amount": money.fmt_amount(t["amount"]),
+            "capped": money.fmt_amount(t["capped"]),
+            "by_funder": {k: money.fmt_amount(v) for k, v in t["by_funder"].items()},
+            "by_kind": {k: money.fmt_amount(v) for k, v in t["by_kind"].items()},
+        },
+        "decisions": claim.counts(),
+        "rows_in": claim.rows_in,
+    }
+    folder = folder_root / period.label
+    both = pd.concat([history.lines[["funder", "amount"]], claim.lines[["funder", "amount"]]])
+    cumulative = {k: int(v) for k, v in both.groupby("funder")["amount"].sum().items()}
+    return Prepared(lc, claim, evidence, folder, f"{shown_root}/{period.label}", files, manifest,
+                    period in issued, skipped_invalid=len(evidence.invalid),
+                    notices=tuple(evidence.notices), cumulative_by_funder=cumulative)
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def compare_issued(prep: Prepared) -> list[str]:
+    """What differs between a recomputed claim and the one issued ([] when identical)."""
+    out: list[str] = []
+    for name in ("ledger.csv", "decisions.csv"):
+        path = prep.folder / name
+        try:
+            old = path.read_bytes()
+        except OSError as e:
+            out.append(f"{prep.shown_folder}/{name} cannot be read ({e.strerror or e})")
+            continue
+        new = prep.files[name]
+        if old == new:
+            continue
+        a, b = old.decode("utf-8", "replace").splitlines(), new.decode("utf-8").splitlines()
+        first = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        out.append(f"{name}: {len(a) - 1} rows issued, {len(b) - 1} now; first difference at "
+                   f"line {first + 1}:\n    issued: {a[first] if first < len(a) else '(none)'}\n"
+                   f"    now:    {b[first] if first < len(b) else '(none)'}")
+    return out
+
+
+class _Lock:
+    """An exclusive lock on a workspace's ledgers (released by the OS if the process dies)."""
+
+    def __init__(self, folder: Path, shown: str, wait: float = LOCK_WAIT_SECONDS):
+        self.path = folder / ".lock"
+        self.shown = shown
+        self.wait = wait
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_Lock":
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise SibError(f"cannot create the lock file {self.shown}/.lock: "
+                           f"{e.strerror or e}") from None
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    raise SibError(f"another sib claim is writing to {self.shown} (it holds "
+                                   f"{self.shown}/.lock); waited {self.wait:.0f} s — try again "
+                                   "when it has finished") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class Issued:
+    """What `issue_claim` did: 'issued', 'unchanged' or 'dry-run', and where."""
+
+    outcome: str
+    folder: str
+
+
+def issue_claim(workspace: Path, contract_id: str | None, label: str,
+                participants: Path | None = None, milestones: Path | None = None,
+                skip_invalid: bool = False, dry_run: bool = False) -> tuple[Prepared, Issued]:
+    """Compute claim `label` and, unless `dry_run`, write it atomically under the lock."""
+    if dry_run:
+        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid)
+        return prep, Issued("dry-run", prep.shown_folder)
+    lc = find_contract(workspace, contract_id)
+    root = ledger_dir(workspace, lc.contract.id)
+    shown_root = shown_path(root, workspace)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SibError(f"cannot create {shown_root}: {e.strerror or e}") from None
+    with _Lock(root, shown_root):
+        for stale in root.glob(".tmp-*"):  # left by a claim that was killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid)
+        if prep.already_issued:
+            diffs = compare_issued(prep)
+            if diffs:
+                raise SibError(
+                    f"{prep.claim.period} is already issued and the evidence or contract now "
+                    "gives a different claim. Issued claims are never rewritten; the "
+                    "differences will flow into the next claim as corrections.\n  "
+                    + "\n  ".join(diffs))
+            return prep, Issued("unchanged", prep.shown_folder)
+        tmp = root / f".tmp-{prep.claim.period.label}-{os.getpid()}"
+        try:
+            tmp.mkdir()
+            for name, data in prep.files.items():
+                path = tmp / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_file(path, data)
+            _fsync_dir(tmp / "inputs")
+            _write_file(tmp / "manifest.json", manifest_bytes(prep.manifest))
+            _fsync_dir(tmp)
+            os.rename(tmp, prep.folder)
+            _fsync_dir(root)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SibError(f"cannot write the claim into {shown_root}: {e.strerror or e}; "
+                           "nothing was issued (fix the folder and run the claim again)") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return prep, Issued("issued", prep.shown_folder)

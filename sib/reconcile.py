@@ -1,0 +1,819 @@
+"""The claim engine: one period's ledger lines and decisions, as a pure function.
+
+After ledger.py in the flow. `compute_claim` takes a valid contract, typed evidence, the
+lines of every claim issued before, and the period, and returns the claim's lines (in file
+order, with line ids), one decision per milestone row, and any problem that refuses the
+claim. It follows ../shared/spec/claim-rules.md section by section:
+
+  §1 which rows are looked at  → `_status_of`
+  §2 eligibility               → `eligibility` (whole-column checks, prerequisites in
+                                  dependency order with `merge_asof`)
+  §5 corrections               → `_corrections` (reversals before this period's payments)
+  §3 limits and caps           → `_allocate` (the one ordered loop: first claimed, first served)
+  §4 splitting to the penny    → sib.money.split / bounded_split
+  §6 lateness, §7 decisions    → `_lines`, `_decisions`
+  invariants                   → `check_invariants` (also used by audit)
+
+Must not read or write files, print, look at the clock or use randomness: the same
+inputs give the same frames, whatever the order of the evidence rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from sib import money
+from sib.contract import Contract, Outcome, Test, limit_of, route_table, rules_for
+from sib.evidence import NO_DAY, Evidence, day_number, day_text, parse_numbers
+from sib.ledger import LEDGER_COLUMNS, History, empty_lines
+from sib.period import Period
+from sib.problems import Problem
+
+# Eligibility reason codes, in the order claim-rules.md §2 checks them.
+ELIGIBILITY_CODES = (
+    "unknown-participant", "unknown-milestone", "enrolled-outside-term",
+    "participant-ineligible", "achieved-outside-term", "conditions-not-met",
+    "evidence-not-accepted", "outside-enrolment-window", "missing-prerequisite",
+    "prerequisite-too-old", "no-price", "no-funder-for-route",
+)
+CAP_CODES = ("participant-cap", "contract-cap", "funder-cap")
+DECISIONS = ("paid", "re-rated", "reversed", "paid-earlier", "pending-verification", "rejected")
+CHANGE_CODES = ("changed-participant", "changed-outcome", "changed-price", "changed-split")
+
+
+class InvariantError(Exception):
+    """A claim that would break an invariant of claim-rules.md (a bug in sib, never data)."""
+
+    def __init__(self, violations: list[str]):
+        self.violations = violations
+        super().__init__("; ".join(violations))
+
+
+@dataclass(frozen=True)
+class Split:
+    """Who pays a milestone: funder ids and their shares (share units), in split order."""
+
+    funders: tuple[str, ...]
+    units: tuple[int, ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"{f} {money.fmt_share_short(u)}" for f, u in zip(self.funders, self.units))
+
+    @property
+    def key(self) -> tuple:
+        return tuple(sorted(zip(self.funders, self.units)))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One computed claim.
+
+    period / number: the claim period and its claim number (1 for the first period).
+    lines: typed ledger lines in file order (columns of ledger.LEDGER_COLUMNS).
+    decisions: one row per milestone row, sorted by milestone_id (ledger.DECISION_COLUMNS).
+    rows_in: milestone rows looked at (exact repeats counted once).
+    problems: problems that refuse the claim (a paid milestone missing from the evidence).
+    """
+
+    period: Period
+    number: int
+    lines: pd.DataFrame
+    decisions: pd.DataFrame
+    rows_in: int
+    problems: tuple[Problem, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        vc = self.decisions["decision"].value_counts()
+        return {d: int(vc.get(d, 0)) for d in DECISIONS}
+
+
+# --- small vectorised helpers --------------------------------------------------------------
+
+def _norm(values: pd.Series) -> np.ndarray:
+    """Text as compared by conditions and routes: trimmed, lower-cased."""
+    return values.astype(str).str.strip().str.lower().to_numpy(dtype=object)
+
+
+def _test_holds(test: Test, column: pd.Series | None) -> np.ndarray:
+    """Whether each value passes `test` (a blank or missing value fails every test)."""
+    if column is None:
+        return np.zeros(0, dtype=bool)
+    if test.is_range:
+        nums, _ok = parse_numbers(column)
+        out = ~np.isnan(nums)
+        if test.low is not None:
+            out &= nums >= float(test.low)
+        if test.below is not None:
+            out &= nums < float(test.below)
+        return out
+    text = _norm(column)
+    texts = {str(v).strip().lower() for v in test.values if not hasattr(v, "as_tuple")}
+    out = np.isin(text, list(texts)) if texts else np.zeros(len(text), dtype=bool)
+    numbers = [float(v) for v in test.values if hasattr(v, "as_tuple")]
+    if numbers:
+        nums, _ok = parse_numbers(column)
+        out |= np.isin(nums, numbers)
+    return out & (text != "")
+
+
+def _holds(cond: dict | None, frame: pd.DataFrame) -> np.ndarray:
+    out = np.ones(len(frame), dtype=bool)
+    for col, test in (cond or {}).items():
+        if col not in frame.columns:
+            return np.zeros(len(frame), dtype=bool)
+        out &= _test_holds(test, frame[col])
+    return out
+
+
+def _first_failing(cond: dict, frame: pd.DataFrame) -> np.ndarray:
+    """For each row, the first column of `cond` whose test fails ('' when all hold)."""
+    out = np.full(len(frame), "", dtype=object)
+    for col, test in cond.items():
+        ok = _test_holds(test, frame[col]) if col in frame.columns else np.zeros(len(frame), bool)
+        out[(out == "") & ~ok] = col
+    return out
+
+
+def _topo(c: Contract) -> list[Outcome]:
+    """Outcomes with every prerequisite before the outcomes that require it."""
+    by_id = {o.id: o for o in c.outcomes}
+    done: dict[str, bool] = {}
+    order: list[Outcome] = []
+
+    def visit(o: Outcome) -> None:
+        if o.id in done:
+            return
+        done[o.id] = True
+        for r in o.requires:
+            visit(by_id[r.outcome])
+        order.append(o)
+
+    for o in c.outcomes:
+        visit(o)
+    return order
+
+
+def _dates(lo: date, hi: date) -> str:
+    return f"{lo.isoformat()} to {hi.isoformat()}"
+
+
+# --- §2 eligibility ---------------------------------------------------------------------------
+
+@dataclass
+class Judged:
+    """Eligibility of the looked-at rows (aligned with the frame passed to `eligibility`).
+
+    reason: '' when eligible, else an ELIGIBILITY_CODES code; detail: why, one sentence.
+    outcome: the outcome id matched ('' when none); price_from/price: day and pence of the
+    price in force; split: index into `splits` (-1 when none).
+    """
+
+    reason: np.ndarray
+    detail: np.ndarray
+    outcome: np.ndarray
+    price_from: np.ndarray
+    price: np.ndarray
+    split: np.ndarray
+    splits: list[Split] = field(default_factory=list)
+
+
+def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> Judged:
+    """Judge every row (milestones verified by the period's end) against §2, in its order."""
+    n = len(rows)
+    t = c.term
+    start, enrol_end, out_end = (day_number(t.service_start), day_number(t.enrolment_end),
+                                 day_number(t.outcomes_end))
+    reason = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+
+    def fail(mask: np.ndarray, code: str, sentence) -> None:
+        sel = np.flatnonzero(mask & (reason == ""))
+        reason[sel] = code
+        for i in sel:
+            detail[i] = sentence(i)
+
+    pa = rows[["participant_id"]].merge(participants, how="left", on="participant_id",
+                                        validate="many_to_one")
+    known = pa["enrolled_on"].notna().to_numpy()
+    enrolled = np.where(known, pa["enrolled_on"].fillna(NO_DAY).to_numpy(), NO_DAY).astype(np.int64)
+    pa = pa.fillna("")
+    mid = rows["milestone_id"].to_numpy(dtype=object)
+    pid = rows["participant_id"].to_numpy(dtype=object)
+    mtype = _norm(rows["milestone"])
+    achieved = rows["achieved_on"].to_numpy(dtype=np.int64)
+
+    fail(~known, "unknown-participant",
+         lambda i: f"participant '{pid[i]}' is not in the participants file")
+    types = sorted({o.milestone.strip().lower() for o in c.outcomes})
+    fail(~np.isin(mtype, types), "unknown-milestone",
+         lambda i: f"milestone type '{rows['milestone'].iat[i]}' is not paid by any outcome "
+                   f"(the contract pays: {', '.join(types)})")
+    fail((enrolled < start) | (enrolled > enrol_end), "enrolled-outside-term",
+         lambda i: f"the participant enrolled on {day_text(enrolled[i])}, outside the "
+                   f"enrolment term {_dates(t.service_start, t.enrolment_end)}")
+    if c.eligibility:
+        failing = _first_failing(c.eligibility, pa)
+        fail(failing != "", "participant-ineligible",
+             lambda i: f"the participant's {failing[i]} '{pa[failing[i]].iat[i]}' is not "
+                       f"{c.eligibility[failing[i]].describe()}, as eligibility requires")
+    fail((achieved < start) | (achieved > out_end), "achieved-outside-term",
+         lambda i: f"achieved on {day_text(achieved[i])}, outside the outcomes term "
+                   f"{_dates(t.service_start, t.outcomes_end)}")
+
+    # which outcome pays it: exactly one whose milestone type and `when` match
+    outcome_ix = np.full(n, -1, dtype=np.int64)
+    matches = np.zeros(n, dtype=np.int64)
+    for k, o in enumerate(c.outcomes):
+        m = (mtype == o.milestone.strip().lower()) & _holds(o.when, rows)
+        outcome_ix[m & (outcome_ix < 0)] = k
+        matches += m
+    by_type = {ty: [o for o in c.outcomes if o.milestone.strip().lower() == ty] for ty in types}
+
+    def unmatched(i: int) -> str:
+        options = "; ".join(
+            f"{o.id} needs " + (", ".join(f"{col} {tst.describe()}" for col, tst in o.when.items())
+                                if o.when else "nothing more")
+            for o in by_type.get(mtype[i], []))
+        vals = sorted({col for o in by_type.get(mtype[i], []) for col in (o.when or {})})
+        found = ", ".join(f"{col} '{rows[col].iat[i]}'" if col in rows.columns
+                          else f"no {col}" for col in vals)
+        return f"its {found or 'values'} meet no outcome's conditions ({options})"
+
+    fail(matches != 1, "conditions-not-met", unmatched)
+    outcome = np.array([c.outcomes[k].id if k >= 0 else "" for k in outcome_ix.tolist()],
+                       dtype=object)
+    etype = _norm(rows["evidence_type"]) if "evidence_type" in rows.columns else np.full(n, "")
+    ok_evidence = np.ones(n, dtype=bool)
+    windows = np.full(n, NO_DAY, dtype=np.int64)
+    for k, o in enumerate(c.outcomes):
+        mine = outcome_ix == k
+        if o.evidence:
+            ok_evidence[mine] = np.isin(etype[mine], [e.strip().lower() for e in o.evidence])
+        if o.within_days_of_enrolment is not None:
+            windows[mine] = o.within_days_of_enrolment
+    fail(~ok_evidence, "evidence-not-accepted",
+         lambda i: f"evidence_type '{etype[i]}' is not accepted for {outcome[i]} (accepted: "
+                   f"{', '.join(c.outcomes[outcome_ix[i]].evidence)})")
+    after_enrol = achieved - enrolled
+    fail((windows < NO_DAY) & (after_enrol > windows), "outside-enrolment-window",
+         lambda i: f"achieved {after_enrol[i]} days after enrolment; {outcome[i]} must be "
+                   f"achieved within {windows[i]} days of enrolment")
+    base = reason.copy()  # failures before the prerequisite checks
+
+    # price in force on the basis date (claim-rules §3.3), and who pays (the payer rule)
+    basis = enrolled if c.price_basis == "enrolled" else achieved
+    price_from = np.full(n, NO_DAY, dtype=np.int64)
+    price = np.zeros(n, dtype=np.int64)
+    no_price = np.zeros(n, dtype=bool)
+    split_ix = np.full(n, -1, dtype=np.int64)
+    no_funder = np.zeros(n, dtype=bool)
+    funder_why = np.full(n, "", dtype=object)
+    splits: list[Split] = []
+    split_index: dict[tuple, int] = {}
+    routes = route_table(c)
+    for k, o in enumerate(c.outcomes):
+        mine = np.flatnonzero(outcome_ix == k)
+        if not len(mine):
+            continue
+        eff = sorted(o.prices)
+        eff_days = np.array([day_number(d) for d in eff], dtype=np.int64)
+        eff_pence = np.array([money.pence(o.prices[d]) for d in eff], dtype=np.int64)
+        j = np.searchsorted(eff_days, basis[mine], side="right") - 1
+        no_price[mine] = j < 0
+        jj = np.maximum(j, 0)
+        price_from[mine] = np.where(j >= 0, eff_days[jj], NO_DAY)
+        price[mine] = np.where(j >= 0, eff_pence[jj], 0)
+
+        _loc, rules = rules_for(c, o)
+        sub = pa.iloc[mine].reset_index(drop=True)
+        rule_of = np.full(len(mine), -1, dtype=np.int64)
+        for r, rule in enumerate(rules):
+            rule_of[(rule_of < 0) & _holds(rule.when, sub)] = r
+        nothing = rule_of < 0
+        no_funder[mine[nothing]] = True
+        funder_why[mine[nothing]] = "no payer rule's conditions hold for the participant"
+        for r, rule in enumerate(rules):
+            sel = np.flatnonzero(rule_of == r)
+            if not len(sel):
+                continue
+            resolved = []
+            for e in rule.split:
+                if e.funder is not None:
+                    resolved.append(np.full(len(sel), e.funder, dtype=object))
+                else:
+                    vals = _norm(sub[e.route].iloc[sel]) if e.route in sub.columns else \
+                        np.full(len(sel), "", dtype=object)
+                    table = routes.get(e.route, {})
+                    resolved.append(np.array([table.get(v, "") for v in vals], dtype=object))
+            combos = pd.DataFrame({f"f{q}": col for q, col in enumerate(resolved)})
+            combos["i"] = sel
+            for key, group in combos.groupby([f"f{q}" for q in range(len(rule.split))], sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                rows_here = mine[group["i"].to_numpy()]
+                missing = [q for q, f in enumerate(key) if f == ""]
+                if missing:
+                    col = rule.split[missing[0]].route
+                    no_funder[rows_here] = True
+                    for i in rows_here:
+                        funder_why[i] = (f"no funder serves {col} '{pa[col].iat[i] if col in pa else ''}'"
+                                         f" (the route in the payer rule for {o.id})")
+                    continue
+                merged: dict[str, int] = {}
+                for f, e in zip(key, rule.split):
+                    merged[f] = merged.get(f, 0) + money.share_units(e.share)
+                sp = Split(tuple(merged), tuple(merged.values()))
+                if sp not in split_index:
+                    split_index[sp] = len(splits)
+                    splits.append(sp)
+                split_ix[rows_here] = split_index[sp]
+
+    # prerequisites, outcome by outcome so that each is judged by eligible milestones only
+    final = reason.copy()
+    oid_ix = {o.id: k for k, o in enumerate(c.outcomes)}
+    for o in _topo(c):
+        k = oid_ix[o.id]
+        mine = np.flatnonzero((outcome_ix == k) & (base == ""))
+        pre_reason = np.full(len(mine), "", dtype=object)
+        pre_detail = np.full(len(mine), "", dtype=object)
+        if len(mine) and o.requires:
+            me = pd.DataFrame({"participant_id": pid[mine], "achieved_on": achieved[mine],
+                               "i": np.arange(len(mine))}).sort_values("achieved_on", kind="stable")
+            found_all = []
+            for req in o.requires:
+                q = oid_ix[req.outcome]
+                pool_ix = np.flatnonzero((outcome_ix == q) & (final == ""))
+                pool = pd.DataFrame({"participant_id": pid[pool_ix],
+                                     "prior": achieved[pool_ix]}).sort_values("prior", kind="stable")
+                found = pd.merge_asof(me, pool, left_on="achieved_on", right_on="prior",
+                                      by="participant_id", direction="backward",
+                                      allow_exact_matches=True).sort_values("i")
+                prior = found["prior"].to_numpy(dtype=float)
+                has = ~np.isnan(prior)
+                gap = achieved[mine] - np.where(has, prior, 0).astype(np.int64)
+                found_all.append((req, has, gap))
+            # §2's order: a missing prerequisite before one too old, whatever `requires` order
+            for req, has, gap in found_all:
+                for i in np.flatnonzero(~has & (pre_reason == "")):
+                    pre_reason[i] = "missing-prerequisite"
+                    pre_detail[i] = (f"{o.id} needs an eligible {req.outcome} on or before "
+                                     f"{day_text(achieved[mine[i]])}; none was found")
+            for req, has, gap in found_all:
+                if req.within_days is None:
+                    continue
+                for i in np.flatnonzero(has & (gap > req.within_days) & (pre_reason == "")):
+                    pre_reason[i] = "prerequisite-too-old"
+                    pre_detail[i] = (f"{o.id} needs {req.outcome} within {req.within_days} "
+                                     f"days; the {req.outcome} was {gap[i]} days earlier")
+        rows_o = np.flatnonzero(outcome_ix == k)
+        for idx, i in enumerate(mine):
+            if pre_reason[idx]:
+                final[i], detail[i] = pre_reason[idx], pre_detail[idx]
+        for i in rows_o:
+            if final[i]:
+                continue
+            if no_price[i]:
+                final[i] = "no-price"
+                first = min(o.prices)
+                detail[i] = (f"no price for {o.id} is in force on {day_text(basis[i])} (the "
+                             f"first price is from {first.isoformat()})")
+            elif no_funder[i]:
+                final[i] = "no-funder-for-route"
+                detail[i] = funder_why[i]
+    # rows that failed before an outcome was known keep their first reason
+    final[base != ""] = base[base != ""]
+    return Judged(final, detail, outcome, price_from, price, split_ix, splits)
+
+
+# --- history ----------------------------------------------------------------------------------
+
+def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
+    """Payment lines of earlier claims not yet reversed: what each milestone currently holds."""
+    reversed_ids = set(lines.loc[lines["kind"] == "reversal", "reverses"])
+    keep = (lines["kind"] == "payment").to_numpy() & ~lines["line_id"].isin(reversed_ids).to_numpy()
+    return lines[keep]
+
+
+@dataclass
+class Ledger:
+    """Running totals that limits and caps are judged against (all in pence / counts)."""
+
+    contract: Contract
+    funder_paid: dict[str, int]
+    participant_paid: dict[str, int]
+    limit_count: dict[tuple[str, str], int]
+    outcome_count: dict[str, int]
+    total: int = 0
+
+    @staticmethod
+    def of(c: Contract, standing: pd.DataFrame) -> "Ledger":
+        fp = {k: int(v) for k, v in standing.groupby("funder")["amount"].sum().items()}
+        pp = {k: int(v) for k, v in standing.groupby("participant_id")["amount"].sum().items()}
+        per_m = standing.drop_duplicates("milestone_id")
+        limits: dict[tuple[str, str], int] = {}
+        outcomes: dict[str, int] = {}
+        keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
+        for p, o in zip(per_m["participant_id"].tolist(), per_m["outcome"].tolist()):
+            lk = keys.get(o, f"outcome:{o}")
+            limits[(p, lk)] = limits.get((p, lk), 0) + 1
+            outcomes[o] = outcomes.get(o, 0) + 1
+        return Ledger(c, fp, pp, limits, outcomes, int(standing["amount"].sum()))
+
+
+# --- the claim ----------------------------------------------------------------------------------
+
+def _fmt(p: int) -> str:
+    return money.fmt_gbp(p)
+
+
+def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -> Claim:
+    """Claim `period` of contract `c` from the evidence and the earlier claims' lines."""
+    end, first = day_number(period.end), day_number(period.start)
+    m = ev.milestones.sort_values("milestone_id", kind="stable").reset_index(drop=True)
+    n = len(m)
+    hist = history.lines
+    standing = standing_lines(hist)
+    problems: list[Problem] = []
+
+    # a paid milestone must stay in the evidence (withdrawn, not deleted)
+    present = set(m["milestone_id"]) | set(ev.invalid["milestone_id"])
+    gone = sorted(set(standing["milestone_id"]) - present)
+    msrc = ev.sources.get("milestones")
+    shown = msrc.shown if msrc is not None else "milestones"
+    for g in gone:
+        first_line = standing.loc[standing["milestone_id"] == g].iloc[0]
+        problems.append(Problem(shown, None, None, "missing-paid-milestone",
+                                f"milestone '{g}' was paid in {first_line['period']} (ledger line "
+                                f"{first_line['line_id']}) but is no longer in this file; keep its "
+                                "row and mark it withdrawn instead of deleting it"))
+
+    status = m["status"].to_numpy(dtype=object)
+    verified_on = m["verified_on"].to_numpy(dtype=np.int64)
+    verified = (status == "verified") & (verified_on <= end)
+    looked = np.flatnonzero(verified)
+    judged = eligibility(c, m.iloc[looked].reset_index(drop=True), ev.participants)
+
+    reason = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+    outcome = np.full(n, "", dtype=object)
+    price_from = np.full(n, NO_DAY, dtype=np.int64)
+    price = np.zeros(n, dtype=np.int64)
+    split_ix = np.full(n, -1, dtype=np.int64)
+    reason[looked] = judged.reason
+    detail[looked] = judged.detail
+    outcome[looked] = judged.outcome
+    price_from[looked] = judged.price_from
+    price[looked] = judged.price
+    split_ix[looked] = judged.split
+    eligible = verified & (reason == "")
+
+    # what each milestone holds from earlier claims
+    st_by_m = standing.groupby("milestone_id", sort=False)
+    held = set(standing["milestone_id"])
+    has_standing = m["milestone_id"].isin(held).to_numpy()
+    ever_paid = m["milestone_id"].isin(set(hist.loc[hist["kind"] == "payment", "milestone_id"])).to_numpy()
+
+    decision = np.full(n, "", dtype=object)
+    dreason = np.full(n, "", dtype=object)
+    ddetail = np.full(n, "", dtype=object)
+    pending_status = status == "pending"
+    after = (status == "verified") & (verified_on > end)
+    withdrawn = status == "withdrawn"
+
+    # §5 corrections of milestones that hold a payment
+    reverse = np.zeros(n, dtype=bool)
+    rerate = np.zeros(n, dtype=bool)
+    if has_standing.any():
+        sig = st_by_m.agg(participant=("participant_id", "first"), outcome=("outcome", "first"),
+                          price_from=("price_from", "first"), price=("price", "first"),
+                          period=("period", "first"))
+        shares = {mid_: tuple(zip(g["funder"].tolist(), g["share"].astype(int).tolist()))
+                  for mid_, g in st_by_m}
+        for i in np.flatnonzero(has_standing):
+            mid = m["milestone_id"].iat[i]
+            s = sig.loc[mid]
+            paid_in = s["period"]
+            if withdrawn[i]:
+                reverse[i] = True
+                dreason[i] = "withdrawn"
+                ddetail[i] = f"withdrawn after it was paid in {paid_in}; the payment is reversed"
+            elif pending_status[i] or after[i]:
+                reverse[i] = True
+                dreason[i] = "pending-verification"
+                ddetail[i] = (f"paid in {paid_in} but no longer verified by {period.end.isoformat()}"
+                              f" (status {status[i]}, verified_on {day_text(verified_on[i])}); "
+                              "the payment is reversed until it is verified again")
+            elif reason[i]:
+                reverse[i] = True
+                dreason[i] = reason[i]
+                ddetail[i] = f"paid in {paid_in} but no longer eligible: {detail[i]}"
+            else:
+                new_split = judged.splits[split_ix[i]]
+                change = ""
+                if s["participant"] != m["participant_id"].iat[i]:
+                    change = "changed-participant"
+                    what = f"its participant changed from {s['participant']} to {m['participant_id'].iat[i]}"
+                elif s["outcome"] != outcome[i]:
+                    change = "changed-outcome"
+                    what = f"its outcome changed from {s['outcome']} to {outcome[i]}"
+                elif int(s["price_from"]) != price_from[i] or int(s["price"]) != price[i]:
+                    change = "changed-price"
+                    what = (f"its price changed from {_fmt(int(s['price']))} (from "
+                            f"{day_text(int(s['price_from']))}) to {_fmt(int(price[i]))} (from "
+                            f"{day_text(price_from[i])})")
+                elif tuple(sorted(shares[mid])) != new_split.key:
+                    change = "changed-split"
+                    old = ", ".join(f"{f} {money.fmt_share_short(u)}" for f, u in shares[mid])
+                    what = f"its split changed from {old} to {new_split.describe()}"
+                if change:
+                    rerate[i] = True
+                    dreason[i] = change
+                    ddetail[i] = f"paid in {paid_in}, re-rated: {what}"
+                else:
+                    decision[i] = "paid-earlier"
+                    ddetail[i] = f"paid in {paid_in}; unchanged"
+    if has_standing.any():
+        plain = np.flatnonzero(reverse & ~rerate)
+        outcome[plain] = sig.loc[m["milestone_id"].to_numpy(dtype=object)[plain], "outcome"].to_numpy()
+    reverse |= rerate  # a re-rating starts with a reversal
+    rev_ids = set(m.loc[reverse, "milestone_id"])
+    keep_standing = standing[~standing["milestone_id"].isin(rev_ids)]
+    totals = Ledger.of(c, keep_standing)
+
+    # unpaid rows that are not candidates
+    idle = ~has_standing
+    sel = idle & withdrawn
+    decision[sel], dreason[sel] = "rejected", "withdrawn"
+    ddetail[sel] = "withdrawn by the provider; not payable"
+    sel = idle & pending_status
+    decision[sel], dreason[sel] = "pending-verification", "status-pending"
+    ddetail[sel] = "status is pending; it will be looked at again once verified"
+    sel = idle & after
+    decision[sel], dreason[sel] = "pending-verification", "verified-after-period"
+    for i in np.flatnonzero(sel):
+        ddetail[i] = (f"verified on {day_text(verified_on[i])}, after this period ends "
+                      f"({period.end.isoformat()}); it will be claimed then")
+    sel = idle & verified & ~eligible
+    decision[sel], dreason[sel], ddetail[sel] = "rejected", reason[sel], detail[sel]
+
+    # §3 candidates, first claimed first served
+    cand = np.flatnonzero((idle & eligible) | rerate)
+    order = cand[np.lexsort((m["milestone_id"].to_numpy(dtype=object)[cand].astype(str),
+                             m["achieved_on"].to_numpy(dtype=np.int64)[cand]))]
+    pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals)
+    pay_rows, pay_amounts, pay_capped, pay_caps, fail_code, fail_detail = pay
+
+    paid_now = np.zeros(n, dtype=bool)
+    paid_now[list(pay_rows)] = True
+    for i, code in fail_code.items():
+        if rerate[i]:
+            decision[i] = "reversed"
+            dreason[i] = code
+            ddetail[i] = ddetail[i] + f"; not paid again: {fail_detail[i]}"
+        else:
+            decision[i], dreason[i], ddetail[i] = "rejected", code, fail_detail[i]
+    for i in pay_rows:
+        amt = sum(pay_amounts[i])
+        full = price[i]
+        bit = next((cp for cp in pay_caps[i] if cp), "")
+        late = m["achieved_on"].iat[i] < first and not ever_paid[i]
+        text = f"paid {_fmt(amt)} for {outcome[i]}"
+        if amt < full:
+            text += f" of its price {_fmt(full)}; the {bit} cap withheld {_fmt(full - amt)}"
+        else:
+            text += f" at the price from {day_text(price_from[i])}"
+        if late:
+            text += f" (late: achieved {day_text(m['achieved_on'].iat[i])})"
+        if rerate[i]:
+            decision[i] = "re-rated"
+            ddetail[i] = ddetail[i] + "; " + text
+        else:
+            decision[i] = "paid"
+            dreason[i] = f"{bit}-cap" if bit else ""
+            ddetail[i] = text[0].upper() + text[1:]
+    sel = reverse & ~rerate
+    decision[sel] = "reversed"
+
+    lines = _lines(c, m, period, standing, rev_ids, pay_rows, pay_amounts, pay_capped, pay_caps,
+                   outcome, price_from, price, split_ix, judged.splits, ever_paid, first)
+    decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, lines, held)
+    claim = Claim(period, len(history.periods) + 1, lines, decisions, ev.rows_in, tuple(problems))
+    violations = check_invariants(c, pd.concat([hist, lines], ignore_index=True), claim)
+    if violations:
+        raise InvariantError(violations)
+    return claim
+
+
+def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, split_ix,
+              splits: list[Split], totals: Ledger):
+    """§3: take candidates in order, each seeing the limits and caps left by those before it.
+
+    The one ordered loop of the engine; it walks only this period's candidates, with plain
+    integers. Returns per paid row its funders' amounts, capped amounts and the cap that
+    bit each line, and per unpaid row its reason code and sentence.
+    """
+    by_id = {o.id: o for o in c.outcomes}
+    limit_key = {o.id: limit_of(c, o) for o in c.outcomes}
+    pcap = money.pence(c.caps.participant) if c.caps and c.caps.participant is not None else None
+    ccap = money.pence(c.caps.contract) if c.caps and c.caps.contract is not None else None
+    fcap = {f.id: money.pence(f.cap) for f in c.funders if f.cap is not None}
+    pids = m["participant_id"].to_numpy(dtype=object)
+    amounts: dict[int, list[int]] = {}
+    capped: dict[int, list[int]] = {}
+    caps: dict[int, list[str]] = {}
+    rows: list[int] = []
+    fail_code: dict[int, str] = {}
+    fail_detail: dict[int, str] = {}
+    for i in order.tolist():
+        o = by_id[outcome[i]]
+        p = pids[i]
+        lk, limit = limit_key[o.id]
+        used = totals.limit_count.get((p, lk), 0)
+        if used >= limit:
+            what = f"group {lk[6:]}" if lk.startswith("group:") else o.id
+            fail_code[i] = "limit-reached"
+            fail_detail[i] = (f"participant {p} has already been paid {what} {used} time"
+                              f"{'s' if used != 1 else ''}, the limit per participant")
+            continue
+        if o.max_count is not None and totals.outcome_count.get(o.id, 0) >= o.max_count:
+            fail_code[i] = "volume-cap"
+            fail_detail[i] = f"{o.id} has reached its max_count of {o.max_count} payments"
+            continue
+        full_price = int(price[i])
+        payable, bit = full_price, ""
+        if pcap is not None:
+            room = max(pcap - totals.participant_paid.get(p, 0), 0)
+            if room < payable:
+                payable, bit = room, "participant"
+        if ccap is not None:
+            room = max(ccap - totals.total, 0)
+            if room < payable:
+                payable, bit = room, bit or "contract"
+        sp = splits[split_ix[i]]
+        full = money.split(full_price, sp.units)
+        parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
+        got, line_caps = [], []
+        for f, part, whole in zip(sp.funders, parts, full):
+            room = fcap[f] - totals.funder_paid.get(f, 0) if f in fcap else part
+            a = min(part, max(room, 0))
+            got.append(a)
+            line_caps.append(bit if part < whole else ("funder" if a < part else ""))
+        total = sum(got)
+        if total == 0:
+            code = bit or "funder"
+            fail_code[i] = f"{code}-cap"
+            headroom = {"participant": f"participant {p} has reached the participant cap "
+                                       f"of {_fmt(pcap or 0)}",
+                        "contract": f"the contract cap of {_fmt(ccap or 0)} is reached",
+                        "funder": "every funder in its split ("
+                                  + ", ".join(sp.funders) + ") has reached its cap"}
+            fail_detail[i] = headroom[code]
+            continue
+        rows.append(i)
+        amounts[i] = got
+        capped[i] = [w - a for w, a in zip(full, got)]
+        caps[i] = line_caps
+        totals.limit_count[(p, lk)] = used + 1
+        totals.outcome_count[o.id] = totals.outcome_count.get(o.id, 0) + 1
+        totals.participant_paid[p] = totals.participant_paid.get(p, 0) + total
+        totals.total += total
+        for f, a in zip(sp.funders, got):
+            totals.funder_paid[f] = totals.funder_paid.get(f, 0) + a
+    return rows, amounts, capped, caps, fail_code, fail_detail
+
+
+def _lines(c, m, period, standing, rev_ids, pay_rows, pay_amounts, pay_capped, pay_caps,
+           outcome, price_from, price, split_ix, splits, ever_paid, first) -> pd.DataFrame:
+    """Reversal lines, then payment lines, in ledger.md's order, with line ids."""
+    rev = standing[standing["milestone_id"].isin(rev_ids) & (standing["amount"] != 0)].copy()
+    rev["pos"] = np.arange(len(rev))
+    rev = rev.sort_values(["achieved_on", "milestone_id", "pos"], kind="stable")
+    rev_out = pd.DataFrame({
+        "period": period.label, "kind": "reversal",
+        "milestone_id": rev["milestone_id"], "participant_id": rev["participant_id"],
+        "outcome": rev["outcome"], "achieved_on": rev["achieved_on"],
+        "verified_on": rev["verified_on"], "evidence_ref": rev["evidence_ref"],
+        "price_from": rev["price_from"], "price": rev["price"], "funder": rev["funder"],
+        "share": rev["share"], "amount": -rev["amount"], "capped": np.int64(0), "cap": "",
+        "late": False, "reverses": rev["line_id"]})
+    recs = []
+    for i in pay_rows:
+        sp = splits[split_ix[i]]
+        late = bool(m["achieved_on"].iat[i] < first and not ever_paid[i])
+        for pos, f in enumerate(sp.funders):
+            recs.append((m["achieved_on"].iat[i], m["milestone_id"].iat[i], pos, {
+                "period": period.label, "kind": "payment", "milestone_id": m["milestone_id"].iat[i],
+                "participant_id": m["participant_id"].iat[i], "outcome": outcome[i],
+                "achieved_on": int(m["achieved_on"].iat[i]),
+                "verified_on": int(m["verified_on"].iat[i]),
+                "evidence_ref": m["evidence_ref"].iat[i], "price_from": int(price_from[i]),
+                "price": int(price[i]), "funder": f, "share": sp.units[pos],
+                "amount": pay_amounts[i][pos], "capped": pay_capped[i][pos],
+                "cap": pay_caps[i][pos], "late": late, "reverses": ""}))
+    recs.sort(key=lambda r: (r[0], r[1], r[2]))
+    pay_out = pd.DataFrame([r[3] for r in recs], columns=[c_ for c_ in LEDGER_COLUMNS if c_ != "line_id"])
+    frames = [f for f in (rev_out, pay_out) if len(f)]
+    out = pd.concat(frames, ignore_index=True) if frames else empty_lines().drop(columns="line_id")
+    out.insert(0, "line_id", [f"{period.label}-{k:05d}" for k in range(1, len(out) + 1)])
+    typed = empty_lines()
+    result = pd.DataFrame({col: out[col].astype(typed[col].dtype) for col in LEDGER_COLUMNS})
+    return result.reset_index(drop=True)
+
+
+def _decisions(m, invalid, decision, dreason, ddetail, outcome, lines, held) -> pd.DataFrame:
+    """One row per milestone row: decision, reason, sentence and this claim's net money."""
+    net = lines.groupby("milestone_id")[["amount", "capped"]].sum()
+    d = pd.DataFrame({
+        "milestone_id": m["milestone_id"].to_numpy(dtype=object),
+        "participant_id": m["participant_id"].to_numpy(dtype=object),
+        "milestone": m["milestone"].to_numpy(dtype=object),
+        "outcome": outcome, "decision": decision, "reason": dreason, "detail": ddetail})
+    if len(invalid):
+        inv = pd.DataFrame({
+            "milestone_id": invalid["milestone_id"].to_numpy(dtype=object),
+            "participant_id": invalid["participant_id"].to_numpy(dtype=object),
+            "milestone": invalid["milestone"].to_numpy(dtype=object),
+            "outcome": "", "decision": "rejected", "reason": "invalid-row",
+            "detail": [t + ("; its earlier payment stands until the row is fixed"
+                            if mid in held else "; it will be claimed once fixed")
+                       for t, mid in zip(invalid["detail"], invalid["milestone_id"])]})
+        d = pd.concat([d, inv], ignore_index=True)
+    d = d.sort_values("milestone_id", kind="stable").reset_index(drop=True)
+    d["amount"] = d["milestone_id"].map(net["amount"]).fillna(0).astype(np.int64)
+    d["capped"] = d["milestone_id"].map(net["capped"]).fillna(0).astype(np.int64)
+    return d
+
+
+# --- invariants ---------------------------------------------------------------------------------
+
+def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None = None) -> list[str]:
+    """Every invariant of claim-rules.md that the lines so far must keep; [] when all hold."""
+    out: list[str] = []
+    st = standing_lines(all_lines)
+    per_m = st.groupby("milestone_id").agg(amount=("amount", "sum"), price=("price", "max"),
+                                           periods=("period", "nunique"))
+    over = per_m[per_m["amount"] > per_m["price"]]
+    for mid, r in over.head(3).iterrows():
+        out.append(f"standing-over-price: milestone {mid} holds {_fmt(int(r['amount']))}, more "
+                   f"than its price {_fmt(int(r['price']))}")
+    net = all_lines.groupby("milestone_id")["amount"].sum()
+    for mid, v in net[net < 0].head(3).items():
+        out.append(f"negative-standing: milestone {mid} nets {_fmt(int(v))}")
+    for mid in per_m.index[per_m["periods"] > 1][:3]:
+        out.append(f"double-payment: milestone {mid} holds payments from more than one claim")
+    if (st["amount"] < 0).any():
+        out.append("negative-payment: a payment line has a negative amount")
+    by_f = all_lines.groupby("funder")["amount"].sum()
+    for f in c.funders:
+        if f.cap is not None and int(by_f.get(f.id, 0)) > money.pence(f.cap):
+            out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(int(by_f[f.id]))}, over "
+                       f"its cap {_fmt(money.pence(f.cap))}")
+    total = int(all_lines["amount"].sum())
+    if c.caps and c.caps.contract is not None and total > money.pence(c.caps.contract):
+        out.append(f"contract-cap-exceeded: {_fmt(total)} paid, over the contract cap "
+                   f"{_fmt(money.pence(c.caps.contract))}")
+    if c.caps and c.caps.participant is not None:
+        by_p = st.groupby("participant_id")["amount"].sum()
+        for p, v in by_p[by_p > money.pence(c.caps.participant)].head(3).items():
+            out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(int(v))}")
+    keys = {o.id: limit_of(c, o) for o in c.outcomes}
+    ms = st.drop_duplicates("milestone_id")
+    if len(ms):
+        lk = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[0])
+        lim = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[1])
+        counts = ms.assign(lk=lk, lim=lim).groupby(["participant_id", "lk"]).agg(
+            n=("milestone_id", "size"), lim=("lim", "first"))
+        for (p, k), r in counts[counts["n"] > counts["lim"]].head(3).iterrows():
+            out.append(f"limit-exceeded: participant {p} is paid {k} {r['n']} times, over its "
+                       f"limit {r['lim']}")
+    if claim is not None:
+        d = claim.decisions
+        if len(d) != claim.rows_in or d["milestone_id"].duplicated().any():
+            out.append(f"one-decision-per-row: {claim.rows_in} rows in but {len(d)} decisions "
+                       f"({int(d['milestone_id'].duplicated().sum())} repeated)")
+        if (d["decision"] == "").any():
+            out.append("one-decision-per-row: a milestone was left without a decision")
+        lines = claim.lines
+        if int(d["amount"].sum()) != int(lines["amount"].sum()):
+            out.append("totals-add-up: the decisions' amounts do not add up to the lines'")
+        paid = set(d.loc[d["decision"].isin(["paid", "re-rated"]), "milestone_id"])
+        if paid != set(lines.loc[lines["kind"] == "payment", "milestone_id"]):
+            out.append("totals-add-up: the paid decisions and the payment lines differ")
+    return out
+
+
+def totals(lines: pd.DataFrame, c: Contract) -> dict:
+    """Totals of a claim's lines in pence: overall, capped, by funder, by kind, by outcome."""
+    by_f = lines.groupby("funder")["amount"].sum()
+    by_k: dict[str, int] = {}
+    for f in c.funders:
+        if f.id in by_f.index:
+            by_k[f.kind] = by_k.get(f.kind, 0) + int(by_f[f.id])
+    by_o = lines.groupby("outcome")["amount"].sum()
+    return {"amount": int(lines["amount"].sum()), "capped": int(lines["capped"].sum()),
+            "by_funder": {f.id: int(by_f[f.id]) for f in c.funders if f.id in by_f.index},
+            "by_kind": by_k,
+            "by_outcome": {o.id: int(by_o[o.id]) for o in c.outcomes if o.id in by_o.index}}
