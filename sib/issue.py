@@ -163,6 +163,10 @@ def prepare_claim(workspace: Path, contract_id: str | None, label: str,
         },
         "decisions": claim.counts(),
         "rows_in": claim.rows_in,
+        # how the claim was computed, so that `sib audit` can replay it from inputs/
+        "options": {"skip_invalid": bool(skip_invalid)},
+        "sources": {"contract": lc.shown,
+                    **{name: evidence.sources[name].shown for name in ("participants", "milestones")}},
     }
     folder = folder_root / period.label
     both = pd.concat([history.lines[["funder", "amount"]], claim.lines[["funder", "amount"]]])

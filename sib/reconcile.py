@@ -31,7 +31,7 @@ from sib.contract import Contract, Outcome, Test, limit_of, route_table, rules_f
 from sib.evidence import NO_DAY, Evidence, day_number, day_text, parse_numbers
 from sib.ledger import LEDGER_COLUMNS, History, empty_lines
 from sib.period import Period
-from sib.problems import Problem
+from sib.problems import Problem, SibError
 
 # Eligibility reason codes, in the order claim-rules.md §2 checks them.
 ELIGIBILITY_CODES = (
@@ -45,12 +45,14 @@ DECISIONS = ("paid", "re-rated", "reversed", "paid-earlier", "pending-verificati
 CHANGE_CODES = ("changed-participant", "changed-outcome", "changed-price", "changed-split")
 
 
-class InvariantError(Exception):
+class InvariantError(SibError):
     """A claim that would break an invariant of claim-rules.md (a bug in sib, never data)."""
 
     def __init__(self, violations: list[str]):
         self.violations = violations
-        super().__init__("; ".join(violations))
+        super().__init__("the claim is refused because it would break an invariant of the "
+                         "claim rules — " + "; ".join(violations) + ". This is a bug in sib: "
+                         "please report it with the workspace")
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
                                         validate="many_to_one")
     known = pa["enrolled_on"].notna().to_numpy()
     enrolled = np.where(known, pa["enrolled_on"].fillna(NO_DAY).to_numpy(), NO_DAY).astype(np.int64)
-    pa = pa.fillna("")
+    pa = pa.drop(columns=["enrolled_on", "row"], errors="ignore").fillna("")
     mid = rows["milestone_id"].to_numpy(dtype=object)
     pid = rows["participant_id"].to_numpy(dtype=object)
     mtype = _norm(rows["milestone"])
