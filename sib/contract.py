@@ -104,6 +104,9 @@ def _money(v: Any) -> Decimal:
     if d < 0:
         raise PydanticCustomError("bad-money", "{v} is negative; amounts are 0 or more",
                                   {"v": str(v)})
+    if d >= money.MAX_AMOUNT:  # also keeps quantize() below within the context's precision
+        raise PydanticCustomError("bad-money", "{v} is too large; amounts are below "
+                                  "£1,000,000,000,000: check for a typo", {"v": str(v)})
     return d.quantize(Decimal("0.01"))
 
 
@@ -122,6 +125,9 @@ def _share(v: Any) -> Decimal:
     if d <= 0:
         raise PydanticCustomError("bad-share", "share {v} is not above zero; remove the entry "
                                   "instead of giving it a zero share", {"v": str(v)})
+    if d > 100:  # also keeps the split's sum within the Decimal context
+        raise PydanticCustomError("bad-share", "share {v} is above 100; a share is a "
+                                  "percentage, e.g. 45.26", {"v": str(v)})
     return d
 
 
@@ -132,10 +138,16 @@ def _count(v: Any) -> int:
     return v
 
 
+MAX_DAYS = 36_600  # a century: longer than any contract, and safe for day arithmetic
+
+
 def _days(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise PydanticCustomError("wrong-type", "found {found}, expected a whole number of "
                                   "days, 0 or more (e.g. 274)", {"found": _kind(v)})
+    if v > MAX_DAYS:
+        raise PydanticCustomError("bad-value", "{v} days is longer than any contract; expected "
+                                  "at most {m} (e.g. 274 for nine months)", {"v": v, "m": MAX_DAYS})
     return v
 
 
@@ -224,7 +236,9 @@ def _typed(py: Any, fn: Any, schema: dict) -> Any:
 
 _SLUG_SCHEMA = {"type": "string", "pattern": SLUG}
 _DATE_SCHEMA = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$", "format": "date"}
-_MONEY_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0, "multipleOf": 0.01},
+# No "multipleOf": 0.01: validators test it in binary floating point, so they reject good
+# amounts such as 0.07 (0.07 / 0.01 = 7.000000000000001); `sib check` enforces the pence.
+_MONEY_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0},
                            {"type": "string", "pattern": r"^\d+(\.\d{1,2})?$"}]}
 _SHARE_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 100},
                            {"type": "string", "pattern": r"^\d+(\.\d{1,4})?$"}]}
@@ -242,7 +256,7 @@ IsoDate = _typed(date, parse_iso_date, _DATE_SCHEMA)
 Money = _typed(Decimal, _money, _MONEY_SCHEMA)
 Share = _typed(Decimal, _share, _SHARE_SCHEMA)
 Count = _typed(int, _count, {"type": "integer", "minimum": 1})
-Days = _typed(int, _days, {"type": "integer", "minimum": 0})
+Days = _typed(int, _days, {"type": "integer", "minimum": 0, "maximum": MAX_DAYS})
 Currency = _typed(str, _currency, {"type": "string", "pattern": "^[A-Z]{3}$"})
 IndigoOrg = _typed(str, _indigo_org, {"type": "string", "pattern": r"^INDIGO-ORG-\d{4,}$"})
 CondTest = _typed(Test, _test, _TEST_SCHEMA)
@@ -681,9 +695,12 @@ def check_contract(lc: LoadedContract, stem: str) -> list[Problem]:
     for i, o in enumerate(c.outcomes):
         by_type.setdefault(o.milestone, []).append(i)
     for mtype, idx in by_type.items():
-        for a_i, a in enumerate(idx):
-            for b in idx[a_i + 1:]:
-                oa, ob = c.outcomes[a], c.outcomes[b]
+        # one problem per outcome, naming the first earlier one it overlaps: n outcomes
+        # with no `when` are n-1 problems, not n(n-1)/2 (which ran out of memory)
+        for b_i, b in enumerate(idx):
+            ob = c.outcomes[b]
+            for a in idx[:b_i]:
+                oa = c.outcomes[a]
                 if conditions_overlap(oa.when, ob.when):
                     add(("outcomes", b, "when") if ob.when else ("outcomes", b, "milestone"),
                         "when-overlap",
@@ -691,6 +708,7 @@ def check_contract(lc: LoadedContract, stem: str) -> list[Problem]:
                         "their 'when' conditions overlap, so one milestone could match both; "
                         "make them disjoint (ranges are half-open: {min: 8, below: 16} and "
                         "{min: 16})")
+                    break
     return out
 
 

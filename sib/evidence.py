@@ -300,12 +300,19 @@ def _read_xlsx(src: Source, table: _Table) -> None:
         finally:
             wb.close()
     except Exception as e:  # noqa: BLE001 - any failure inside a hostile workbook
-        reason = type(e).__name__
-        if "Entit" in reason or "DTD" in reason or "Forbidden" in reason:
+        # openpyxl wraps the parser's error (defusedxml's EntitiesForbidden, ...): look
+        # down the chain for the cause
+        chain, x = [], e
+        while x is not None and len(chain) < 10:
+            chain.append(type(x).__name__)
+            x = x.__cause__ or x.__context__
+        if any("Entit" in n or "DTD" in n or "Forbidden" in n for n in chain):
             msg = ("the workbook contains XML entity declarations (a possible XML bomb); it "
                    "was not read: export the data again from the source system")
         else:
-            msg = f"the workbook cannot be read ({reason}: {e}); save it again as .xlsx or CSV UTF-8"
+            detail = " ".join(str(e).split())[:200]
+            msg = (f"the workbook cannot be read ({chain[0]}: {detail}); save it again as "
+                   ".xlsx or CSV UTF-8")
         table.problems.append(Problem(table.shown, None, None, "bad-workbook", msg))
         return
     if not any(_cell_text(v).strip() for rec in records for v in rec):
@@ -493,7 +500,6 @@ class _Rows:
 
     def __init__(self, table: _Table, frame: pd.DataFrame):
         self.table = table
-        self.frame = frame
         self.rows = frame[ROW].to_numpy(dtype=np.int64)
         self.ragged = np.isin(self.rows, list(table.ragged))
         self.bad = self.ragged.copy()
@@ -534,6 +540,9 @@ def _missing_columns(lc: LoadedContract, table: _Table, name: str, required: tup
 
 def _validate(lc: LoadedContract, sources: dict[str, Source],
               problems: list[Problem]) -> Evidence:
+    """Check whatever tables could be read; `problems` holds those found before (a missing
+    file). A table that cannot be used as a whole still has its rows checked, so that one
+    run lists every problem."""
     c = lc.contract
     file_level = bool(problems)  # a file missing or ambiguous
     part_cols, mile_cols = condition_columns(c)

@@ -13,6 +13,9 @@ from typing import Sequence
 import numpy as np
 
 SHARE_UNITS = 1_000_000  # 100.0000 %
+# Amounts are held as int64 pence; a bound far above any contract keeps every sum of them
+# exact in int64 and every Decimal operation on them within the default context.
+MAX_AMOUNT = Decimal(1_000_000_000_000)  # £1 trillion (exclusive)
 _SHARE_SCALE = 10_000
 
 
@@ -44,8 +47,16 @@ def to_decimal(value: object) -> Decimal:
 
 
 def decimal_places(d: Decimal) -> int:
-    exponent = d.normalize().as_tuple().exponent
-    return max(0, -int(exponent))
+    """Decimal places that matter (trailing zeros do not count): 1.50 has 1, 1E+2 has 0.
+
+    Read from the digits, not via `normalize()`, which works in the context's precision
+    and exponent range: it overflows on 1E+999999999 and rounds 1E-999999999 to zero.
+    """
+    _sign, digits, exponent = d.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    if not significant:
+        return 0
+    return max(0, -(int(exponent) + len(digits) - len(significant)))
 
 
 def pence(value: object) -> int:
@@ -55,6 +66,8 @@ def pence(value: object) -> int:
         raise MoneyError(f"{value} has more than two decimal places")
     if d < 0:
         raise MoneyError(f"{value} is negative")
+    if d >= MAX_AMOUNT:
+        raise MoneyError(f"{value} is too large; amounts are below £{MAX_AMOUNT:,}")
     return int(d * 100)
 
 
@@ -65,6 +78,8 @@ def share_units(value: object) -> int:
         raise MoneyError(f"{value} has more than four decimal places")
     if d <= 0:
         raise MoneyError(f"{value} is not above zero")
+    if d > 100:
+        raise MoneyError(f"{value} is above 100")
     return int(d * _SHARE_SCALE)
 
 
@@ -121,6 +136,8 @@ def bounded_split(payable: int, units: Sequence[int], full: Sequence[int]) -> li
     As `split`, but a leftover penny passes over a part already at its `full` bound,
     going round the remainder order again if pennies remain. Requires payable ≤ Σ full.
     """
+    if payable > sum(full):  # else the floors alone could pass a part's bound, unnoticed
+        raise ValueError("bounded_split: payable exceeds the full parts")
     floors = [payable * u // SHARE_UNITS for u in units]
     rems = [payable * u % SHARE_UNITS for u in units]
     left = payable - sum(floors)

@@ -105,12 +105,21 @@ def parse_period(text: str, kind: str) -> Period:
         )
     year = int(m.group(1))
     if kind == "quarter":
-        return _from_index(kind, year * 12 + (int(m.group(2)) - 1) * 3)
-    if kind == "month":
-        return _from_index(kind, year * 12 + int(m.group(2)) - 1)
-    if int(m.group(2)) != (year + 1) % 100:
+        index = year * 12 + (int(m.group(2)) - 1) * 3
+    elif kind == "month":
+        index = year * 12 + int(m.group(2)) - 1
+    else:
+        if int(m.group(2)) != (year + 1) % 100:
+            raise PeriodError(
+                f"'{text}' is not a fiscal year: {year} is followed by "
+                f"{(year + 1) % 100:02d}; write it like "
+                f"'{year}-{(year + 1) % 100:02d}-Q{m.group(3)}'"
+            )
+        index = year * 12 + 3 + (int(m.group(3)) - 1) * 3
+    try:
+        return _from_index(kind, index)
+    except ValueError:  # date() has no year 0 and no year after 9999
         raise PeriodError(
-            f"'{text}' is not a fiscal year: {year} is followed by "
-            f"{(year + 1) % 100:02d}; write it like '{year}-{(year + 1) % 100:02d}-Q{m.group(3)}'"
-        )
-    return _from_index(kind, year * 12 + 3 + (int(m.group(3)) - 1) * 3)
+            f"'{text}' is outside the calendar sib knows (years 0001 to 9999); "
+            f"write it like '{_EXAMPLE[kind]}'"
+        ) from None

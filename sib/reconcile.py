@@ -342,18 +342,23 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
         pre_reason = np.full(len(mine), "", dtype=object)
         pre_detail = np.full(len(mine), "", dtype=object)
         if len(mine) and o.requires:
-            me = pd.DataFrame({"participant_id": pid[mine], "achieved_on": achieved[mine],
+            me = pd.DataFrame({"participant_id": pid[mine].astype(object),
+                               "achieved_on": achieved[mine],
                                "i": np.arange(len(mine))}).sort_values("achieved_on", kind="stable")
             found_all = []
             for req in o.requires:
                 q = oid_ix[req.outcome]
                 pool_ix = np.flatnonzero((outcome_ix == q) & (final == ""))
-                pool = pd.DataFrame({"participant_id": pid[pool_ix],
-                                     "prior": achieved[pool_ix]}).sort_values("prior", kind="stable")
-                found = pd.merge_asof(me, pool, left_on="achieved_on", right_on="prior",
-                                      by="participant_id", direction="backward",
-                                      allow_exact_matches=True).sort_values("i")
-                prior = found["prior"].to_numpy(dtype=float)
+                if len(pool_ix):
+                    pool = pd.DataFrame({"participant_id": pid[pool_ix].astype(object),
+                                         "prior": achieved[pool_ix]}).sort_values("prior",
+                                                                                  kind="stable")
+                    found = pd.merge_asof(me, pool, left_on="achieved_on", right_on="prior",
+                                          by="participant_id", direction="backward",
+                                          allow_exact_matches=True).sort_values("i")
+                    prior = found["prior"].to_numpy(dtype=float)
+                else:  # no eligible milestone of the required outcome at all
+                    prior = np.full(len(mine), np.nan)
                 has = ~np.isnan(prior)
                 gap = achieved[mine] - np.where(has, prior, 0).astype(np.int64)
                 found_all.append((req, has, gap))
@@ -394,8 +399,15 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
 
 def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
     """Payment lines of earlier claims not yet reversed: what each milestone currently holds."""
-    reversed_ids = set(lines.loc[lines["kind"] == "reversal", "reverses"])
-    keep = (lines["kind"] == "payment").to_numpy() & ~lines["line_id"].isin(reversed_ids).to_numpy()
+    # A reversal cancels the whole payment it belongs to — also its 0.00 lines (a funder
+    # at its cap), which it writes no line for (ledger.md).
+    rev = lines[lines["kind"] == "reversal"]
+    if not len(rev):
+        return lines[(lines["kind"] == "payment").to_numpy()]
+    paid_in = pd.Series(lines["period"].to_numpy(), index=lines["line_id"].to_numpy())
+    cancelled = set(rev["milestone_id"] + "\x00" + rev["reverses"].map(paid_in).fillna(""))
+    key = lines["milestone_id"] + "\x00" + lines["period"]
+    keep = (lines["kind"] == "payment").to_numpy() & ~key.isin(cancelled).to_numpy()
     return lines[keep]
 
 
@@ -415,13 +427,10 @@ class Ledger:
         fp = {k: int(v) for k, v in standing.groupby("funder")["amount"].sum().items()}
         pp = {k: int(v) for k, v in standing.groupby("participant_id")["amount"].sum().items()}
         per_m = standing.drop_duplicates("milestone_id")
-        limits: dict[tuple[str, str], int] = {}
-        outcomes: dict[str, int] = {}
         keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
-        for p, o in zip(per_m["participant_id"].tolist(), per_m["outcome"].tolist()):
-            lk = keys.get(o, f"outcome:{o}")
-            limits[(p, lk)] = limits.get((p, lk), 0) + 1
-            outcomes[o] = outcomes.get(o, 0) + 1
+        lk = per_m["outcome"].map(lambda o: keys.get(o, f"outcome:{o}"))
+        limits = {k: int(v) for k, v in per_m.groupby([per_m["participant_id"], lk]).size().items()}
+        outcomes = {k: int(v) for k, v in per_m.groupby("outcome").size().items()}
         return Ledger(c, fp, pp, limits, outcomes, int(standing["amount"].sum()))
 
 
@@ -492,9 +501,29 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
         sig = st_by_m.agg(participant=("participant_id", "first"), outcome=("outcome", "first"),
                           price_from=("price_from", "first"), price=("price", "first"),
                           period=("period", "first"))
+        # the common case, vectorised: verified, eligible and on the same terms → paid-earlier
+        ids = m["milestone_id"].to_numpy(dtype=object)
+        hs = np.flatnonzero(has_standing)
+        srt = standing.sort_values(["milestone_id", "funder"], kind="stable")
+        held_key = (srt["funder"] + ":" + srt["share"].astype(str)).groupby(
+            srt["milestone_id"], sort=False).agg("|".join)
+        split_keys = np.array(["|".join(f"{f}:{u}" for f, u in sp.key) for sp in judged.splits]
+                              + [""], dtype=object)
+        sh = sig.loc[ids[hs]]
+        same = (verified[hs] & (reason[hs] == "")
+                & (sh["participant"].to_numpy(dtype=object) == m["participant_id"].to_numpy(dtype=object)[hs])
+                & (sh["outcome"].to_numpy(dtype=object) == outcome[hs])
+                & (sh["price_from"].to_numpy(dtype=np.int64) == price_from[hs])
+                & (sh["price"].to_numpy(dtype=np.int64) == price[hs])
+                & (held_key.loc[ids[hs]].to_numpy(dtype=object) == split_keys[split_ix[hs]]))
+        quiet = hs[same]
+        decision[quiet] = "paid-earlier"
+        ddetail[quiet] = "paid in " + sh["period"].to_numpy(dtype=object)[same] + "; unchanged"
+        looked_again = hs[~same]
         shares = {mid_: tuple(zip(g["funder"].tolist(), g["share"].astype(int).tolist()))
-                  for mid_, g in st_by_m}
-        for i in np.flatnonzero(has_standing):
+                  for mid_, g in standing[standing["milestone_id"].isin(set(ids[looked_again]))]
+                  .groupby("milestone_id", sort=False)}
+        for i in looked_again:
             mid = m["milestone_id"].iat[i]
             s = sig.loc[mid]
             paid_in = s["period"]

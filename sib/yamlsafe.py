@@ -82,7 +82,10 @@ def scalar_value(text: str, plain: bool) -> Any:
     if text in _FALSE:
         return False
     if _INT.match(text):
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # over Python's 4,300-digit limit for int(): still exact
+            return Decimal(text)
     if _DEC.match(text):
         try:
             return Decimal(text)
