@@ -188,6 +188,114 @@ def claim(period: str, contract_id: str | None, dry_run: bool, skip_invalid: boo
     click.echo(claim_summary(prep, done))
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("--contract", "contract_id", metavar="ID",
+              help="The contract id (may be left out when the workspace has one contract).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result (each claim's checks and every finding) as JSON.")
+@_workspace_option
+def audit(contract_id: str | None, as_json: bool, workspace: Path) -> None:
+    """Verify every issued claim: hash chain, file hashes, replay, invariants, totals.
+
+    Each claim is recomputed from its inputs/ and the earlier ledgers and must reproduce
+    ledger.csv and decisions.csv byte for byte. Findings go to stderr as
+    ledgers/<id>/<period>/<file>[:line]: [code] message (with --json, into the document);
+    exit 1 if there is any.
+
+    \b
+    Example:
+      sib audit
+      sib audit --contract west-london-ips --json > audit.json
+    """
+    from contextlib import ExitStack
+
+    from sib.audit import audit as run_audit
+
+    with ExitStack() as stack:
+        bar = []
+
+        def progress(done: int, total: int, label: str) -> None:
+            if not sys.stderr.isatty():
+                return
+            if not bar:
+                bar.append(stack.enter_context(click.progressbar(
+                    length=total, label="Auditing claims", file=sys.stderr, show_pos=True,
+                    item_show_func=lambda item: item)))
+            bar[0].update(1, label)
+
+        report = run_audit(workspace, contract_id, progress)
+    if as_json:  # the findings are in the document
+        click.echo(json.dumps(report.as_json(), indent=2, sort_keys=True, ensure_ascii=False))
+        sys.exit(EXIT_PROBLEMS if report.findings else EXIT_OK)
+    for line in report.summary_lines():
+        click.echo(line)
+    for p in report.findings:
+        click.echo(str(p), err=True)
+    if report.findings:
+        n, k = len(report.findings), sum(1 for c in report.claims if "failed" in c.checks.values())
+        click.echo(f"{n} finding{'s' if n != 1 else ''} in {k} of {len(report.claims)} "
+                   "claim(s): the ledgers are not as issued (see ledger.md § Audit)", err=True)
+    sys.exit(EXIT_PROBLEMS if report.findings else EXIT_OK)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--participant", metavar="ID", help="A participant id (e.g. WL00013).")
+@click.option("--milestone", metavar="ID", help="A milestone id (e.g. WLM000491).")
+@click.option("--period", "-p", metavar="P", help="Only this issued claim (e.g. 2021-Q4).")
+@click.option("--contract", "contract_id", metavar="ID",
+              help="The contract id (may be left out when the workspace has one contract).")
+@click.option("--json", "as_json", is_flag=True, help="Print the story as JSON.")
+@_workspace_option
+def explain(participant: str | None, milestone: str | None, period: str | None,
+            contract_id: str | None, as_json: bool, workspace: Path) -> None:
+    """The story of a participant or a milestone, claim by claim.
+
+    For each milestone: each claim's decision and reason, the contract rule that decided it
+    as file:line, the price version, the split with each funder's pennies, what any cap
+    withheld, and reversals and re-ratings. Reads the issued claims only.
+
+    \b
+    Example:
+      sib explain --participant WL00013
+      sib explain --milestone WLM000491 --period 2021-Q4 --json
+    """
+    from sib.explain import explain as run_explain
+
+    if (participant is None) == (milestone is None):
+        raise click.UsageError("give exactly one of --participant ID and --milestone ID")
+    story = run_explain(workspace, contract_id, participant, milestone, period)
+    if as_json:
+        click.echo(json.dumps(story.as_json(), indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo("\n".join(story.text_lines()))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--contract", "contract_id", metavar="ID",
+              help="The contract id (may be left out when the workspace has one contract).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@_workspace_option
+def status(contract_id: str | None, as_json: bool, workspace: Path) -> None:
+    """Where a contract stands: claims issued, paid per funder against caps, what is next.
+
+    Shows each issued claim (number, period, amount, date), the cumulative paid per funder
+    against its cap, the contract and central top-up totals, the next period due and the
+    milestones pending verification at the latest claim.
+
+    \b
+    Example:
+      sib status
+      sib status --contract west-london-ips --json
+    """
+    from sib.explain import status as run_status
+
+    st = run_status(workspace, contract_id)
+    if as_json:
+        click.echo(json.dumps(st.as_json(), indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo("\n".join(st.text_lines()))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the `sib` console script."""
     cli.main(args=argv, prog_name="sib")

@@ -505,8 +505,11 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
         ids = m["milestone_id"].to_numpy(dtype=object)
         hs = np.flatnonzero(has_standing)
         srt = standing.sort_values(["milestone_id", "funder"], kind="stable")
-        held_key = (srt["funder"] + ":" + srt["share"].astype(str)).groupby(
-            srt["milestone_id"], sort=False).agg("|".join)
+        tokens = (srt["funder"] + ":" + srt["share"].astype(str) + "|").to_numpy(dtype=object)
+        smid = srt["milestone_id"].to_numpy(dtype=object)
+        starts = np.flatnonzero(np.r_[True, smid[1:] != smid[:-1]]) if len(smid) else np.zeros(0, int)
+        held_key = pd.Series(np.add.reduceat(tokens, starts) if len(starts) else [],
+                             index=smid[starts], dtype=object).str[:-1]
         split_keys = np.array(["|".join(f"{f}:{u}" for f, u in sp.key) for sp in judged.splits]
                               + [""], dtype=object)
         sh = sig.loc[ids[hs]]
@@ -606,18 +609,19 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
             ddetail[i] = ddetail[i] + f"; not paid again: {fail_detail[i]}"
         else:
             decision[i], dreason[i], ddetail[i] = "rejected", code, fail_detail[i]
+    achieved_on = m["achieved_on"].to_numpy(dtype=np.int64)
     for i in pay_rows:
         amt = sum(pay_amounts[i])
         full = price[i]
         bit = next((cp for cp in pay_caps[i] if cp), "")
-        late = m["achieved_on"].iat[i] < first and not ever_paid[i]
+        late = achieved_on[i] < first and not ever_paid[i]
         text = f"paid {_fmt(amt)} for {outcome[i]}"
         if amt < full:
             text += f" of its price {_fmt(full)}; the {bit} cap withheld {_fmt(full - amt)}"
         else:
             text += f" at the price from {day_text(price_from[i])}"
         if late:
-            text += f" (late: achieved {day_text(m['achieved_on'].iat[i])})"
+            text += f" (late: achieved {day_text(achieved_on[i])})"
         if rerate[i]:
             decision[i] = "re-rated"
             ddetail[i] = ddetail[i] + "; " + text
@@ -730,22 +734,30 @@ def _lines(c, m, period, standing, rev_ids, pay_rows, pay_amounts, pay_capped, p
         "price_from": rev["price_from"], "price": rev["price"], "funder": rev["funder"],
         "share": rev["share"], "amount": -rev["amount"], "capped": np.int64(0), "cap": "",
         "late": False, "reverses": rev["line_id"]})
-    recs = []
-    for i in pay_rows:
-        sp = splits[split_ix[i]]
-        late = bool(m["achieved_on"].iat[i] < first and not ever_paid[i])
-        for pos, f in enumerate(sp.funders):
-            recs.append((m["achieved_on"].iat[i], m["milestone_id"].iat[i], pos, {
-                "period": period.label, "kind": "payment", "milestone_id": m["milestone_id"].iat[i],
-                "participant_id": m["participant_id"].iat[i], "outcome": outcome[i],
-                "achieved_on": int(m["achieved_on"].iat[i]),
-                "verified_on": int(m["verified_on"].iat[i]),
-                "evidence_ref": m["evidence_ref"].iat[i], "price_from": int(price_from[i]),
-                "price": int(price[i]), "funder": f, "share": sp.units[pos],
-                "amount": pay_amounts[i][pos], "capped": pay_capped[i][pos],
-                "cap": pay_caps[i][pos], "late": late, "reverses": ""}))
-    recs.sort(key=lambda r: (r[0], r[1], r[2]))
-    pay_out = pd.DataFrame([r[3] for r in recs], columns=[c_ for c_ in LEDGER_COLUMNS if c_ != "line_id"])
+    rows = np.asarray(pay_rows, dtype=np.int64)
+    widths = np.array([len(splits[split_ix[i]].funders) for i in pay_rows], dtype=np.int64)
+    at = np.repeat(rows, widths)
+    pos = np.concatenate([np.arange(w) for w in widths]) if len(rows) else np.zeros(0, np.int64)
+    ach = m["achieved_on"].to_numpy(dtype=np.int64)
+    mids = m["milestone_id"].to_numpy(dtype=object)
+    first_paid = ~np.asarray(ever_paid, dtype=bool)
+    pay_out = pd.DataFrame({
+        "period": period.label, "kind": "payment", "milestone_id": mids[at],
+        "participant_id": m["participant_id"].to_numpy(dtype=object)[at],
+        "outcome": outcome[at], "achieved_on": ach[at],
+        "verified_on": m["verified_on"].to_numpy(dtype=np.int64)[at],
+        "evidence_ref": m["evidence_ref"].to_numpy(dtype=object)[at],
+        "price_from": price_from[at], "price": price[at],
+        "funder": [f for i in pay_rows for f in splits[split_ix[i]].funders],
+        "share": np.array([u for i in pay_rows for u in splits[split_ix[i]].units], dtype=np.int64),
+        "amount": np.array([a for i in pay_rows for a in pay_amounts[i]], dtype=np.int64),
+        "capped": np.array([a for i in pay_rows for a in pay_capped[i]], dtype=np.int64),
+        "cap": [x for i in pay_rows for x in pay_caps[i]],
+        "late": (ach[at] < first) & first_paid[at], "reverses": ""},
+        columns=[c_ for c_ in LEDGER_COLUMNS if c_ != "line_id"])
+    if len(pay_out):
+        order = np.lexsort((pos, mids[at].astype(str), ach[at]))
+        pay_out = pay_out.iloc[order].reset_index(drop=True)
     frames = [f for f in (rev_out, pay_out) if len(f)]
     out = pd.concat(frames, ignore_index=True) if frames else empty_lines().drop(columns="line_id")
     out.insert(0, "line_id", [f"{period.label}-{k:05d}" for k in range(1, len(out) + 1)])
