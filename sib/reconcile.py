@@ -28,7 +28,7 @@ import pandas as pd
 
 from sib import money
 from sib.contract import Contract, Outcome, Test, limit_of, route_table, rules_for
-from sib.evidence import NO_DAY, Evidence, day_number, day_text, parse_numbers
+from sib.evidence import NO_DAY, Evidence, day_number, day_text
 from sib.ledger import LEDGER_COLUMNS, History, empty_lines
 from sib.period import Period
 from sib.problems import Problem, SibError
@@ -96,8 +96,22 @@ class Claim:
 # --- small vectorised helpers --------------------------------------------------------------
 
 def _norm(values: pd.Series) -> np.ndarray:
-    """Text as compared by conditions and routes: trimmed, lower-cased."""
-    return values.astype(str).str.strip().str.lower().to_numpy(dtype=object)
+    """Text as compared by conditions and routes: trimmed, lower-cased.
+
+    Columns compared this way (types, areas, hours) have few distinct values: normalise
+    those once and spread them back, instead of once per row.
+    """
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    norm = np.array([str(u).strip().lower() for u in uniques], dtype=object)
+    return norm[codes] if len(codes) else np.zeros(0, dtype=object)
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """Numbers of a validated condition column (NaN where blank), parsed once per value."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    nums = pd.to_numeric(pd.Series(uniques, dtype=object).replace("", None), errors="coerce")
+    out = nums.to_numpy(dtype=float)
+    return out[codes] if len(codes) else np.zeros(0, dtype=float)
 
 
 def _test_holds(test: Test, column: pd.Series | None) -> np.ndarray:
@@ -105,7 +119,7 @@ def _test_holds(test: Test, column: pd.Series | None) -> np.ndarray:
     if column is None:
         return np.zeros(0, dtype=bool)
     if test.is_range:
-        nums, _ok = parse_numbers(column)
+        nums = _numbers(column)
         out = ~np.isnan(nums)
         if test.low is not None:
             out &= nums >= float(test.low)
@@ -117,8 +131,7 @@ def _test_holds(test: Test, column: pd.Series | None) -> np.ndarray:
     out = np.isin(text, list(texts)) if texts else np.zeros(len(text), dtype=bool)
     numbers = [float(v) for v in test.values if hasattr(v, "as_tuple")]
     if numbers:
-        nums, _ok = parse_numbers(column)
-        out |= np.isin(nums, numbers)
+        out |= np.isin(_numbers(column), numbers)
     return out & (text != "")
 
 
@@ -401,14 +414,20 @@ def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
     """Payment lines of earlier claims not yet reversed: what each milestone currently holds."""
     # A reversal cancels the whole payment it belongs to — also its 0.00 lines (a funder
     # at its cap), which it writes no line for (ledger.md).
-    rev = lines[lines["kind"] == "reversal"]
-    if not len(rev):
-        return lines[(lines["kind"] == "payment").to_numpy()]
-    paid_in = pd.Series(lines["period"].to_numpy(), index=lines["line_id"].to_numpy())
-    cancelled = set(rev["milestone_id"] + "\x00" + rev["reverses"].map(paid_in).fillna(""))
-    key = lines["milestone_id"] + "\x00" + lines["period"]
-    keep = (lines["kind"] == "payment").to_numpy() & ~key.isin(cancelled).to_numpy()
-    return lines[keep]
+    kind = lines["kind"].to_numpy(dtype=object)
+    pay = kind == "payment"
+    is_rev = ~pay
+    if not is_rev.any():
+        return lines[pay]
+    # key each line by (milestone, period) as one integer
+    mcode, _ = pd.factorize(lines["milestone_id"].to_numpy(dtype=object))
+    pcode, periods = pd.factorize(lines["period"].to_numpy(dtype=object))
+    key = mcode.astype(np.int64) * (len(periods) + 1) + pcode
+    line_ids = lines["line_id"].to_numpy(dtype=object)
+    where = pd.Index(line_ids).get_indexer(lines["reverses"].to_numpy(dtype=object)[is_rev])
+    ok = where >= 0
+    cancelled = mcode[is_rev][ok].astype(np.int64) * (len(periods) + 1) + pcode[where[ok]]
+    return lines[pay & ~np.isin(key, cancelled)]
 
 
 @dataclass
@@ -428,7 +447,7 @@ class Ledger:
         pp = {k: int(v) for k, v in standing.groupby("participant_id")["amount"].sum().items()}
         per_m = standing.drop_duplicates("milestone_id")
         keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
-        lk = per_m["outcome"].map(lambda o: keys.get(o, f"outcome:{o}"))
+        lk = per_m["outcome"].map(keys).fillna("outcome:" + per_m["outcome"].astype(str))
         limits = {k: int(v) for k, v in per_m.groupby([per_m["participant_id"], lk]).size().items()}
         outcomes = {k: int(v) for k, v in per_m.groupby("outcome").size().items()}
         return Ledger(c, fp, pp, limits, outcomes, int(standing["amount"].sum()))
@@ -482,7 +501,6 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     eligible = verified & (reason == "")
 
     # what each milestone holds from earlier claims
-    st_by_m = standing.groupby("milestone_id", sort=False)
     held = set(standing["milestone_id"])
     has_standing = m["milestone_id"].isin(held).to_numpy()
     ever_paid = m["milestone_id"].isin(set(hist.loc[hist["kind"] == "payment", "milestone_id"])).to_numpy()
@@ -498,27 +516,20 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     reverse = np.zeros(n, dtype=bool)
     rerate = np.zeros(n, dtype=bool)
     if has_standing.any():
-        sig = st_by_m.agg(participant=("participant_id", "first"), outcome=("outcome", "first"),
-                          price_from=("price_from", "first"), price=("price", "first"),
-                          period=("period", "first"))
+        # what each holding milestone was paid on: its first standing line (one payment each)
+        sig = standing.drop_duplicates("milestone_id").set_index("milestone_id")[
+            ["participant_id", "outcome", "price_from", "price", "period"]].rename(
+            columns={"participant_id": "participant"})
         # the common case, vectorised: verified, eligible and on the same terms → paid-earlier
         ids = m["milestone_id"].to_numpy(dtype=object)
         hs = np.flatnonzero(has_standing)
-        srt = standing.sort_values(["milestone_id", "funder"], kind="stable")
-        tokens = (srt["funder"] + ":" + srt["share"].astype(str) + "|").to_numpy(dtype=object)
-        smid = srt["milestone_id"].to_numpy(dtype=object)
-        starts = np.flatnonzero(np.r_[True, smid[1:] != smid[:-1]]) if len(smid) else np.zeros(0, int)
-        held_key = pd.Series(np.add.reduceat(tokens, starts) if len(starts) else [],
-                             index=smid[starts], dtype=object).str[:-1]
-        split_keys = np.array(["|".join(f"{f}:{u}" for f, u in sp.key) for sp in judged.splits]
-                              + [""], dtype=object)
-        sh = sig.loc[ids[hs]]
+        sh = sig.iloc[sig.index.get_indexer(ids[hs])]
         same = (verified[hs] & (reason[hs] == "")
                 & (sh["participant"].to_numpy(dtype=object) == m["participant_id"].to_numpy(dtype=object)[hs])
                 & (sh["outcome"].to_numpy(dtype=object) == outcome[hs])
                 & (sh["price_from"].to_numpy(dtype=np.int64) == price_from[hs])
-                & (sh["price"].to_numpy(dtype=np.int64) == price[hs])
-                & (held_key.loc[ids[hs]].to_numpy(dtype=object) == split_keys[split_ix[hs]]))
+                & (sh["price"].to_numpy(dtype=np.int64) == price[hs]))
+        same &= _same_split(standing, ids[hs], split_ix[hs], judged.splits)
         quiet = hs[same]
         decision[quiet] = "paid-earlier"
         ddetail[quiet] = "paid in " + sh["period"].to_numpy(dtype=object)[same] + "; unchanged"
@@ -636,10 +647,46 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
                    outcome, price_from, price, split_ix, judged.splits, ever_paid, first)
     decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, lines, held)
     claim = Claim(period, len(history.periods) + 1, lines, decisions, ev.rows_in, tuple(problems))
-    violations = check_invariants(c, pd.concat([hist, lines], ignore_index=True), claim)
+    cols = ["line_id", "period", "kind", "milestone_id", "participant_id", "outcome", "funder",
+            "price", "amount", "reverses"]
+    violations = check_invariants(c, pd.concat([hist[cols], lines[cols]], ignore_index=True),
+                                  claim)
     if violations:
         raise InvariantError(violations)
     return claim
+
+
+def _same_split(standing: pd.DataFrame, ids: np.ndarray, split_of: np.ndarray,
+                splits: list[Split]) -> np.ndarray:
+    """Whether each milestone's standing lines have exactly the (funder, share) set of its
+    new split — compared exactly, as sorted integer codes, milestone by milestone."""
+    n = len(ids)
+    if not n:
+        return np.zeros(0, dtype=bool)
+    funders = pd.Index(sorted({f for sp in splits for f in sp.funders}
+                              | set(standing["funder"].unique())))
+    pos = pd.Index(ids).get_indexer(standing["milestone_id"].to_numpy(dtype=object))
+    held = pos >= 0
+    s_pos = pos[held]
+    s_code = (funders.get_indexer(standing["funder"].to_numpy(dtype=object)[held]).astype(np.int64)
+              * 2_000_000 + standing["share"].to_numpy(dtype=np.int64)[held])
+    s_count = np.bincount(s_pos, minlength=n)
+    sp_codes = [np.sort(funders.get_indexer(list(sp.funders)).astype(np.int64) * 2_000_000
+                        + np.asarray(sp.units, dtype=np.int64)) for sp in splits] + [np.zeros(0, np.int64)]
+    e_count = np.array([len(sp_codes[k]) for k in split_of], dtype=np.int64)
+    ok = s_count == e_count
+    # expected codes, row by row, in the same (row, code) order as the sorted standing codes
+    e_pos = np.repeat(np.arange(n), e_count)
+    e_code = np.concatenate([sp_codes[k] for k in split_of]) if e_count.sum() else np.zeros(0, np.int64)
+    o = np.lexsort((s_code, s_pos))
+    s_pos, s_code = s_pos[o], s_code[o]
+    sel = ok[s_pos]
+    e_sel = ok[e_pos]
+    differs = np.zeros(n, dtype=bool)
+    if sel.any():
+        bad = s_code[sel] != e_code[e_sel]
+        differs[s_pos[sel][bad]] = True
+    return ok & ~differs
 
 
 def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, split_ix,
@@ -796,18 +843,26 @@ def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None =
     """Every invariant of claim-rules.md that the lines so far must keep; [] when all hold."""
     out: list[str] = []
     st = standing_lines(all_lines)
-    per_m = st.groupby("milestone_id").agg(amount=("amount", "sum"), price=("price", "max"),
-                                           periods=("period", "nunique"))
-    over = per_m[per_m["amount"] > per_m["price"]]
-    for mid, r in over.head(3).iterrows():
-        out.append(f"standing-over-price: milestone {mid} holds {_fmt(int(r['amount']))}, more "
-                   f"than its price {_fmt(int(r['price']))}")
-    net = all_lines.groupby("milestone_id")["amount"].sum()
-    for mid, v in net[net < 0].head(3).items():
-        out.append(f"negative-standing: milestone {mid} nets {_fmt(int(v))}")
-    for mid in per_m.index[per_m["periods"] > 1][:3]:
-        out.append(f"double-payment: milestone {mid} holds payments from more than one claim")
-    if (st["amount"] < 0).any():
+    smid, _u = pd.factorize(st["milestone_id"].to_numpy(dtype=object))
+    s_amount = st["amount"].to_numpy(dtype=np.int64)
+    held = np.zeros(len(_u), dtype=np.int64)
+    np.add.at(held, smid, s_amount)
+    price = np.zeros(len(_u), dtype=np.int64)
+    np.maximum.at(price, smid, st["price"].to_numpy(dtype=np.int64))
+    for k in np.flatnonzero(held > price)[:3]:
+        out.append(f"standing-over-price: milestone {_u[k]} holds {_fmt(int(held[k]))}, more "
+                   f"than its price {_fmt(int(price[k]))}")
+    amid, au = pd.factorize(all_lines["milestone_id"].to_numpy(dtype=object))
+    net = np.zeros(len(au), dtype=np.int64)
+    np.add.at(net, amid, all_lines["amount"].to_numpy(dtype=np.int64))
+    for k in np.flatnonzero(net < 0)[:3]:
+        out.append(f"negative-standing: milestone {au[k]} nets {_fmt(int(net[k]))}")
+    pcode, _p = pd.factorize(st["period"].to_numpy(dtype=object))
+    pairs = np.unique(smid.astype(np.int64) * (len(_p) + 1) + pcode)
+    per_m = np.bincount(pairs // (len(_p) + 1), minlength=len(_u))
+    for k in np.flatnonzero(per_m > 1)[:3]:
+        out.append(f"double-payment: milestone {_u[k]} holds payments from more than one claim")
+    if (s_amount < 0).any():
         out.append("negative-payment: a payment line has a negative amount")
     by_f = all_lines.groupby("funder")["amount"].sum()
     for f in c.funders:
@@ -822,13 +877,16 @@ def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None =
         by_p = st.groupby("participant_id")["amount"].sum()
         for p, v in by_p[by_p > money.pence(c.caps.participant)].head(3).items():
             out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(int(v))}")
-    keys = {o.id: limit_of(c, o) for o in c.outcomes}
+    keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
+    sizes = {o.id: limit_of(c, o)[1] for o in c.outcomes}
     ms = st.drop_duplicates("milestone_id")
     if len(ms):
-        lk = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[0])
-        lim = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[1])
-        counts = ms.assign(lk=lk, lim=lim).groupby(["participant_id", "lk"]).agg(
-            n=("milestone_id", "size"), lim=("lim", "first"))
+        outc = ms["outcome"]
+        lk = outc.map(keys).fillna("outcome:" + outc.astype(str)).to_numpy(dtype=object)
+        lim = outc.map(sizes).fillna(1).to_numpy(dtype=np.int64)
+        counts = pd.DataFrame({"p": ms["participant_id"].to_numpy(dtype=object), "lk": lk,
+                               "lim": lim}).groupby(["p", "lk"]).agg(n=("lim", "size"),
+                                                                      lim=("lim", "first"))
         for (p, k), r in counts[counts["n"] > counts["lim"]].head(3).iterrows():
             out.append(f"limit-exceeded: participant {p} is paid {k} {r['n']} times, over its "
                        f"limit {r['lim']}")
