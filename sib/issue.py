@@ -33,6 +33,7 @@ from sib.period import Period, PeriodError, parse_period, period_containing
 from sib.problems import ProblemsFound, SibError
 from sib.reconcile import Claim, compute_claim, totals
 from sib.workspace import find_contract, shown_path
+from sib.yamlsafe import quoted
 
 LOCK_WAIT_SECONDS = 10.0
 
@@ -83,8 +84,8 @@ def check_period(lc: LoadedContract, label: str, issued: list[Period]) -> Period
     c = lc.contract
     try:
         period = parse_period(label, c.claims)
-    except PeriodError as e:
-        raise SibError(f"--period: {e}") from None
+    except PeriodError as e:  # the message quotes the label: keep it one printable line
+        raise SibError(f"--period: {quoted(e, 300)[1:-1]}") from None
     first = period_containing(c.term.service_start, c.claims)
     if period < first:
         raise SibError(f"{period} is before the contract's first claim period {first} (the "
@@ -109,8 +110,12 @@ def check_period(lc: LoadedContract, label: str, issued: list[Period]) -> Period
 
 def prepare_claim(workspace: Path, contract_id: str | None, label: str,
                   participants: Path | None = None, milestones: Path | None = None,
-                  skip_invalid: bool = False) -> Prepared:
-    """Compute claim `label` from the workspace's files (reads only; writes nothing)."""
+                  skip_invalid: bool = False, workbooks: bool = True) -> Prepared:
+    """Compute claim `label` from the workspace's files (reads only; writes nothing).
+
+    workbooks: also build claim.xlsx and the funder statements (not for an issued period,
+    whose re-run compares ledger.csv and decisions.csv only, nor for a dry run).
+    """
     lc = find_contract(workspace, contract_id)
     c = lc.contract
     folder_root = ledger_dir(workspace, c.id)
@@ -143,6 +148,23 @@ def prepare_claim(workspace: Path, contract_id: str | None, label: str,
         except OSError as e:
             raise SibError(f"{shown_path(prev_manifest, workspace)} cannot be read: "
                            f"{e.strerror or e}; run `sib audit`") from None
+    issued_at = _issued_at()
+    if workbooks and period not in issued:
+        from sib.workbook import Header, claim_workbooks
+
+        given = {"participants": participants, "milestones": milestones}
+        command = (f"sib claim --contract {c.id} --period {period.label}"
+                   + (" --skip-invalid" if skip_invalid else "")
+                   + "".join(f" --{n} {evidence.sources[n].shown}" for n in given if given[n]))
+        header = Header(
+            prepared_at=datetime.strptime(issued_at, "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=timezone.utc),
+            ledger_sha256=sha256(files["ledger.csv"]),
+            files_sha256={n: sha256(d) for n, d in sorted(files.items())},
+            previous_manifest_sha256=previous, sib_version=__version__, command=command,
+            sources={"contract": lc.shown,
+                     **{n: evidence.sources[n].shown for n in ("participants", "milestones")}})
+        files.update(claim_workbooks(c, claim, history, header))
     t = totals(claim.lines, c)
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -151,7 +173,7 @@ def prepare_claim(workspace: Path, contract_id: str | None, label: str,
         "start": period.start.isoformat(),
         "end": period.end.isoformat(),
         "claim_number": claim.number,
-        "issued_at": _issued_at(),
+        "issued_at": issued_at,
         "sib_version": __version__,
         "previous_manifest_sha256": previous,
         "files": {name: sha256(data) for name, data in sorted(files.items())},
@@ -204,10 +226,11 @@ def compare_issued(prep: Prepared) -> list[str]:
 class _Lock:
     """An exclusive lock on a workspace's ledgers (released by the OS if the process dies)."""
 
-    def __init__(self, folder: Path, shown: str, wait: float = LOCK_WAIT_SECONDS):
+    def __init__(self, folder: Path, shown: str, wait: float | None = None):
         self.path = folder / ".lock"
         self.shown = shown
-        self.wait = wait
+        # read when locking, not when defining: LOCK_WAIT_SECONDS may be set (by tests)
+        self.wait = LOCK_WAIT_SECONDS if wait is None else wait
         self.fd: int | None = None
 
     def __enter__(self) -> "_Lock":
@@ -270,7 +293,8 @@ def issue_claim(workspace: Path, contract_id: str | None, label: str,
                 skip_invalid: bool = False, dry_run: bool = False) -> tuple[Prepared, Issued]:
     """Compute claim `label` and, unless `dry_run`, write it atomically under the lock."""
     if dry_run:
-        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid)
+        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid,
+                             workbooks=False)
         return prep, Issued("dry-run", prep.shown_folder)
     lc = find_contract(workspace, contract_id)
     root = ledger_dir(workspace, lc.contract.id)
@@ -300,6 +324,7 @@ def issue_claim(workspace: Path, contract_id: str | None, label: str,
                 path.parent.mkdir(parents=True, exist_ok=True)
                 _write_file(path, data)
             _fsync_dir(tmp / "inputs")
+            _fsync_dir(tmp / "statements")
             _write_file(tmp / "manifest.json", manifest_bytes(prep.manifest))
             _fsync_dir(tmp)
             os.rename(tmp, prep.folder)

@@ -57,9 +57,11 @@ def test_claim_13_is_issued_with_a_reconciling_summary(ws: Path, file_regression
     milestones = pd.read_csv(ws / "evidence" / CID / "milestones.csv", dtype=str)
     assert rows_in == milestones["milestone_id"].nunique()
     folder = ws / "ledgers" / CID / "2022-Q1"
-    assert sorted(files_under(folder)) == [
-        "decisions.csv", "inputs/contract.yaml", "inputs/milestones.csv",
-        "inputs/participants.csv", "ledger.csv", "manifest.json"]
+    lines = pd.read_csv(folder / "ledger.csv", dtype=str)
+    statements = sorted(f"statements/{f}.xlsx" for f in set(lines["funder"]))
+    assert sorted(files_under(folder)) == sorted([
+        "claim.xlsx", "decisions.csv", "inputs/contract.yaml", "inputs/milestones.csv",
+        "inputs/participants.csv", "ledger.csv", "manifest.json", *statements])
     # golden files, reviewed like code: the example's claim 13 line by line
     file_regression.check((folder / "ledger.csv").read_text("utf-8"), basename="claim-13-ledger",
                           extension=".csv")
