@@ -62,8 +62,10 @@ def claim_summary(prep: Prepared, done: Issued) -> str:
                    "first time now")
     out.append(f"Reconciliation  {reconciliation(counts, claim.rows_in)}")
     if done.outcome == "issued":
+        books = sum(1 for name in prep.files if name.startswith("statements/"))
         out += ["", f"Wrote {done.folder}/  (ledger.csv: {len(lines)} lines; decisions.csv: "
-                f"{len(claim.decisions)} rows; inputs/; manifest.json)"]
+                f"{len(claim.decisions)} rows; claim.xlsx; {books} statement"
+                f"{'s' if books != 1 else ''}; inputs/; manifest.json)"]
     elif done.outcome == "unchanged":
         out += ["", f"{claim.period} already issued, unchanged: {done.folder}/ recomputes byte "
                 "for byte"]
