@@ -134,11 +134,13 @@ def bounded_split(payable: int, units: Sequence[int], full: Sequence[int]) -> li
     """Split a capped amount so that no part exceeds its part of the full price.
 
     As `split`, but a leftover penny passes over a part already at its `full` bound,
-    going round the remainder order again if pennies remain. Requires payable ≤ Σ full.
+    going round the remainder order again if pennies remain. Requires payable ≤ Σ full;
+    `full` is meant to be `split(price, units)` for a price ≥ payable, where no floor can
+    pass its bound — for any other `full` the floors are held to it as well.
     """
     if payable > sum(full):  # else the floors alone could pass a part's bound, unnoticed
         raise ValueError("bounded_split: payable exceeds the full parts")
-    floors = [payable * u // SHARE_UNITS for u in units]
+    floors = [min(payable * u // SHARE_UNITS, f) for u, f in zip(units, full)]
     rems = [payable * u % SHARE_UNITS for u in units]
     left = payable - sum(floors)
     order = sorted(range(len(units)), key=lambda i: (-rems[i], i))
