@@ -230,3 +230,60 @@ def test_the_shipped_example_is_what_the_generator_makes(tmp_path: Path) -> None
     gen.build(tmp_path)
     for name in ("evidence", "ledgers"):
         assert files_under(tmp_path / name / CID) == files_under(ROOT / name / CID), name
+
+
+def test_evidence_from_elsewhere_and_from_excel_gives_the_same_claim(ws: Path, tmp_path: Path) -> None:
+    """--participants/--milestones point at other files; an .xlsx export (dates as real
+    date cells) claims exactly as its CSV twin."""
+    import openpyxl
+    from datetime import datetime
+
+    expected = json.loads(run(ws, "claim", "--period", "2022-Q1", "--dry-run", "--json").stdout)
+    src = ws / "evidence" / CID
+    other = tmp_path / "exports"
+    other.mkdir()
+    shutil.copy(src / "participants.csv", other / "people.csv")
+    frame = pd.read_csv(src / "milestones.csv", dtype=str, keep_default_na=False)
+    wb = openpyxl.Workbook()
+    sheet = wb.active
+    sheet.append(list(frame.columns))
+    for row in frame.itertuples(index=False):
+        cells = list(row)
+        for k, col in enumerate(frame.columns):
+            if col in ("achieved_on", "verified_on") and cells[k]:
+                cells[k] = datetime.strptime(cells[k], "%d/%m/%Y")
+        sheet.append(cells)
+    wb.save(other / "milestones.xlsx")
+    (src / "participants.csv").unlink()
+    (src / "milestones.csv").unlink()
+    result = run(ws, "claim", "--period", "2022-Q1", "--dry-run", "--json",
+                 "--participants", str(other / "people.csv"),
+                 "--milestones", str(other / "milestones.xlsx"))
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["lines"] == expected["lines"]
+    assert [(d["milestone_id"], d["decision"], d["reason"], d["amount"]) for d in got["decisions"]] \
+        == [(d["milestone_id"], d["decision"], d["reason"], d["amount"]) for d in expected["decisions"]]
+    assert got["claim"]["sources"]["milestones"].endswith("milestones.xlsx")
+
+
+def test_a_claim_that_would_break_an_invariant_is_refused(ws: Path, monkeypatch) -> None:
+    """A bug that overpays one funder line by a penny must stop the claim, never reach a
+    funder: the error names the invariant, and nothing is written."""
+    import sib.reconcile as rc
+
+    real = rc._allocate
+
+    def overpaying(*args, **kwargs):
+        rows, amounts, capped, caps, fail_code, fail_detail = real(*args, **kwargs)
+        first = rows[0]
+        amounts[first] = [amounts[first][0] + 1] + amounts[first][1:]
+        return rows, amounts, capped, caps, fail_code, fail_detail
+
+    monkeypatch.setattr(rc, "_allocate", overpaying)
+    before = files_under(ws / "ledgers")
+    result = run(ws, "claim", "--period", "2022-Q1")
+    assert result.exit_code == 1
+    assert "standing-over-price" in result.output
+    assert "invariant" in result.output
+    assert files_under(ws / "ledgers") == before
