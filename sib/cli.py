@@ -296,6 +296,155 @@ def status(contract_id: str | None, as_json: bool, workspace: Path) -> None:
         click.echo("\n".join(st.text_lines()))
 
 
+@cli.command(context_settings=CONTEXT)
+@click.argument("assumptions", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--runs", type=click.IntRange(1, 100_000), metavar="N",
+              help="Simulated histories (default: the file's `runs`).")
+@click.option("--vary", metavar="NAME=LOW:HIGH:STEP",
+              help="Also sweep a milestone probability, e.g. "
+                   "milestone.job-start.probability=0.25:0.35:0.05.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE.xlsx", help="Also write the tables and charts to a workbook.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@click.option("--workers", type=click.IntRange(1, 64), metavar="N",
+              help="Processes to run histories on (default: one per CPU); the results are "
+                   "the same whatever N.")
+@_workspace_option
+def model(assumptions: Path, runs: int | None, vary: str | None, output: Path | None,
+          as_json: bool, workers: int | None, workspace: Path) -> None:
+    """Model a bid: simulate histories and claim each through the real claim engine.
+
+    ASSUMPTIONS is a sib-model/1 file (enrolments, participant profiles, milestone chains
+    with probabilities and delays, optional costs); its `contract` is relative to the
+    workspace. Prints, per claim period and funder, the mean, P10 and P90 of payments and
+    cumulative payments, how likely each cap is to be reached and when, per outcome the
+    expected count, amount and what caps withheld, and with costs the investor's net
+    position, multiple, IRR and break-even. The same seed gives the same output.
+
+    \b
+    Example:
+      sib model models/west-london-ips.yaml
+      sib model models/west-london-ips.yaml --runs 200 --output model.xlsx
+      sib model models/west-london-ips.yaml --vary milestone.job-start.probability=0.25:0.35:0.05 --json
+    """
+    import os
+    from contextlib import ExitStack
+
+    from sib.model import VaryError, parse_vary, run_model
+    from sib.model_format import load_assumptions
+
+    la, problems = load_assumptions(assumptions, workspace, str(assumptions))
+    if la is None:
+        raise ProblemsFound(problems)
+    if vary is not None:
+        try:
+            parse_vary(vary, la)
+        except VaryError as e:
+            raise click.BadParameter(str(e), param_hint="--vary") from None
+    with ExitStack() as stack:
+        bar = []
+
+        def progress(done: int, total: int) -> None:
+            if not sys.stderr.isatty():
+                return
+            if not bar:
+                bar.append(stack.enter_context(click.progressbar(
+                    length=total, label="Simulating histories", file=sys.stderr,
+                    show_pos=True, show_eta=True)))
+            bar[0].length = total
+            bar[0].update(done - bar[0].pos)
+
+        result = run_model(la, runs, vary, workers or os.cpu_count() or 1, progress)
+    if output is not None:
+        from sib.model_workbook import model_workbook
+
+        try:
+            output.write_bytes(model_workbook(result))
+        except OSError as e:
+            raise SibError(f"cannot write {output}: {e.strerror or e}") from None
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2, sort_keys=True, ensure_ascii=False))
+    else:
+        click.echo("\n".join(result.summary_lines()))
+    if output is not None:
+        click.echo(f"Wrote {output}", err=as_json)
+
+
+@cli.group(context_settings=CONTEXT)
+def export() -> None:
+    """Export a contract and its issued claims for others to read.
+
+    \b
+    Example:
+      sib export indigo --contract west-london-ips --output indigo.json
+    """
+
+
+@export.command(context_settings=CONTEXT)
+@click.option("--contract", "contract_id", metavar="ID",
+              help="The contract id (may be left out when the workspace has one contract).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the document to FILE (replaced whole, never half-written) instead "
+                   "of stdout.")
+@_workspace_option
+def indigo(contract_id: str | None, output: Path | None, workspace: Path) -> None:
+    """The contract as an INDIGO impact bond project document (GO Lab data standard).
+
+    Writes one JSON object: the name and service dates, each outcome and its prices, each
+    funder's cap and total paid, the net actual payment per claim period, outcome and
+    funder, and the milestones paid per outcome — from the contract and the issued claims
+    in ledgers/<id>/ only, never today's evidence. Money is in pounds with two decimals,
+    exactly as in the ledgers; the same ledgers always give the same bytes. Organisations
+    are named by the INDIGO ids the contract gives (`indigo_id` on a funder,
+    `provider_indigo_id`), else by sib's funder ids and the contract's `provider`.
+
+    \b
+    Example:
+      sib export indigo --contract west-london-ips --output indigo.json
+      sib export indigo > indigo.json
+    """
+    import os
+    import secrets
+
+    from sib.indigo import dumps, missing_indigo_ids, project_document
+    from sib.issue import ledger_dir
+    from sib.ledger import issued_periods, read_history
+    from sib.workspace import find_contract, shown_path
+
+    lc = find_contract(workspace, contract_id)
+    c = lc.contract
+    root = ledger_dir(workspace, c.id)
+    history = read_history(root, issued_periods(root, c.claims), shown_path(root, workspace))
+    text = dumps(project_document(c, history))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        # a temporary file beside FILE, renamed over it: readers see the old file or the new
+        # one, whole; os.open with 0o666 gives it the permissions the umask allows
+        tmp = output.parent / f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(text.encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, output)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            raise SibError(f"cannot write {output}: {e.strerror or e}") from None
+        click.echo(f"Wrote {output}")
+    missing = missing_indigo_ids(c)
+    if missing:  # after the document: a failed write stays the last line
+        shown = ", ".join(missing[:4]) + (f", … ({len(missing)} in all)" if len(missing) > 4
+                                          else "")
+        click.echo(f"note: no INDIGO organisation id for {shown}; the document names them by "
+                   "sib's ids (add `indigo_id: INDIGO-ORG-####` to a funder, "
+                   "`provider_indigo_id:` to the contract)", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point for the `sib` console script."""
     cli.main(args=argv, prog_name="sib")
