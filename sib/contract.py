@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 from sib import money
 from sib.period import KINDS
 from sib.problems import Problem
-from sib.yamlsafe import YamlDoc, read_yaml_file
+from sib.yamlsafe import YamlDoc, quoted, read_yaml_file
 
 FORMAT = "sib-contract/1"
 SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
@@ -47,12 +47,13 @@ def _kind(v: Any) -> str:
     if isinstance(v, bool):
         return f"the boolean {str(v).lower()}"
     if isinstance(v, (int, Decimal)):
-        return f"the number {v}"
-    return f"the text '{v}'"
+        return f"the number {quoted(v)[1:-1]}"
+    return f"the text {quoted(v)}"
 
 
 def _slug(v: Any) -> str:
-    if not isinstance(v, str) or not _SLUG.match(v):
+    # fullmatch: with match, '$' also matches before a final line break ('tiny\n')
+    if not isinstance(v, str) or not _SLUG.fullmatch(v):
         raise PydanticCustomError(
             "bad-slug",
             "found {found}, expected a slug: lower-case letters, digits and '-', starting "
@@ -86,7 +87,7 @@ def parse_iso_date(v: Any) -> date:
     except ValueError:
         raise PydanticCustomError(
             "bad-date", "{v} is not a real date (check the day and month), expected "
-            "YYYY-MM-DD (e.g. 2019-01-02)", {"v": v}) from None
+            "YYYY-MM-DD (e.g. 2019-01-02)", {"v": quoted(v)[1:-1]}) from None
 
 
 def _money(v: Any) -> Decimal:
@@ -100,13 +101,13 @@ def _money(v: Any) -> Decimal:
                                   {"found": _kind(v)}) from None
     if money.decimal_places(d) > 2:
         raise PydanticCustomError("bad-money", "{v} has more than two decimal places; money "
-                                  "is in pounds and pence, e.g. 2600.00", {"v": str(v)})
+                                  "is in pounds and pence, e.g. 2600.00", {"v": quoted(v)[1:-1]})
     if d < 0:
         raise PydanticCustomError("bad-money", "{v} is negative; amounts are 0 or more",
-                                  {"v": str(v)})
+                                  {"v": quoted(v)[1:-1]})
     if d >= money.MAX_AMOUNT:  # also keeps quantize() below within the context's precision
         raise PydanticCustomError("bad-money", "{v} is too large; amounts are below "
-                                  "£1,000,000,000,000: check for a typo", {"v": str(v)})
+                                  "£1,000,000,000,000: check for a typo", {"v": quoted(v)[1:-1]})
     return d.quantize(Decimal("0.01"))
 
 
@@ -121,13 +122,13 @@ def _share(v: Any) -> Decimal:
                                   {"found": _kind(v)}) from None
     if money.decimal_places(d) > 4:
         raise PydanticCustomError("bad-share", "{v} has more than four decimal places; write "
-                                  "shares like 45.2613", {"v": str(v)})
+                                  "shares like 45.2613", {"v": quoted(v)[1:-1]})
     if d <= 0:
         raise PydanticCustomError("bad-share", "share {v} is not above zero; remove the entry "
-                                  "instead of giving it a zero share", {"v": str(v)})
+                                  "instead of giving it a zero share", {"v": quoted(v)[1:-1]})
     if d > 100:  # also keeps the split's sum within the Decimal context
         raise PydanticCustomError("bad-share", "share {v} is above 100; a share is a "
-                                  "percentage, e.g. 45.26", {"v": str(v)})
+                                  "percentage, e.g. 45.26", {"v": quoted(v)[1:-1]})
     return d
 
 
@@ -147,12 +148,13 @@ def _days(v: Any) -> int:
                                   "days, 0 or more (e.g. 274)", {"found": _kind(v)})
     if v > MAX_DAYS:
         raise PydanticCustomError("bad-value", "{v} days is longer than any contract; expected "
-                                  "at most {m} (e.g. 274 for nine months)", {"v": v, "m": MAX_DAYS})
+                                  "at most {m} (e.g. 274 for nine months)",
+                                  {"v": quoted(v)[1:-1], "m": MAX_DAYS})
     return v
 
 
 def _currency(v: Any) -> str:
-    if not isinstance(v, str) or not re.match(r"^[A-Z]{3}$", v):
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Z]{3}", v):
         raise PydanticCustomError("wrong-type", "found {found}, expected an ISO 4217 currency "
                                   "code such as GBP", {"found": _kind(v)})
     return v
@@ -209,7 +211,8 @@ def _test(v: Any) -> Test:
         if unknown or not v:
             raise PydanticCustomError(
                 "bad-condition", "a range test takes 'min' and/or 'below' (e.g. {{min: 8, below: "
-                "16}}), found {found}", {"found": ", ".join(unknown) or "nothing"})
+                "16}}), found {found}",
+                {"found": ", ".join(quoted(u)[1:-1] for u in unknown) or "nothing"})
         bounds = {}
         for k in ("min", "below"):
             if k in v:
@@ -220,7 +223,9 @@ def _test(v: Any) -> Test:
                 bounds[k] = Decimal(x)
         if "min" in bounds and "below" in bounds and bounds["min"] >= bounds["below"]:
             raise PydanticCustomError("bad-condition", "min {a} is not below 'below' {b}, so "
-                                      "nothing can match", {"a": bounds["min"], "b": bounds["below"]})
+                                      "nothing can match",
+                                      {"a": quoted(bounds["min"])[1:-1],
+                                       "b": quoted(bounds["below"])[1:-1]})
         return Test(low=bounds.get("min"), below=bounds.get("below"))
     if isinstance(v, list):
         if not v:
@@ -406,7 +411,8 @@ def _loc_text(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            # a key from the file: shortened, control characters escaped (one line)
+            out += ("." if out else "") + quoted(part)[1:-1]
     return out
 
 
@@ -470,7 +476,7 @@ def _pydantic_problems(err: ValidationError, doc: YamlDoc) -> list[Problem]:
                 parent, BaseModel) else []
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
             hint = f"did you mean '{guess[0]}'? " if guess else ""
-            msg = (f"unknown key '{loc[-1]}' in {_loc_text(loc[:-1]) or 'the top level'}; "
+            msg = (f"unknown key {quoted(loc[-1])} in {_loc_text(loc[:-1]) or 'the top level'}; "
                    f"{hint}expected one of: {', '.join(known)}")
         elif kind in _WRONG_TYPE:
             code = "wrong-type"

@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
 from sib.contract import Contract, LoadedContract, condition_columns
 from sib.problems import Problem
+from sib.yamlsafe import quoted
 
 NO_DAY = np.int64(2**62)  # "no date": later than every real day
 EPOCH = date(1970, 1, 1).toordinal()
@@ -165,7 +169,8 @@ def _header(names: list, table: _Table) -> list[str] | None:
         if name in seen:
             table.problems.append(Problem(
                 table.shown, 1, i, "duplicate-column",
-                f"column '{name}' appears twice in the header (columns {seen[name]} and {i}); "
+                f"column {quoted(name)} appears twice in the header (columns {seen[name]} and "
+                f"{i}); "
                 "rename or remove one"))
             ok = False
         else:
@@ -213,7 +218,8 @@ def _read_csv(src: Source, table: _Table) -> None:
     except csv.Error as e:
         table.problems.append(Problem(
             table.shown, len(records) + 1, None, "bad-csv",
-            f"the CSV cannot be read from here on ({e}); check the quotes in this row, or "
+            f"the CSV cannot be read from here on ({quoted(e, 200)[1:-1]}); check the quotes "
+            "in this row, or "
             "export the file again as CSV UTF-8"))
         return
     names = _header(records[0], table)
@@ -262,6 +268,29 @@ def _cell_text(v: object) -> str:
     return str(v)
 
 
+EXCEL_MAX_ROW = 1_048_576  # the last row an Excel sheet can have
+
+
+def _sheet_rows(wb, ws) -> Iterator[tuple[int, list[tuple[int, object]]]]:
+    """(row number, [(column number, value)]) for each row the first sheet's XML holds, in
+    file order, holding only the cells that are there.
+
+    Not `ws.iter_rows()`: it pads the gaps with blank cells, so a 1 kB hostile workbook
+    declaring a row numbered 10**12, or cells in column XFD of every row, costs hours and
+    all memory (found by tests/test_attacks.py). This is the same parser openpyxl's own
+    read-only sheets use, given the same settings, without the padding; work grows with
+    the cells in the file, not with the numbers written on them.
+    """
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    with wb._archive.open(ws._worksheet_path) as xml:
+        parser = WorkSheetParser(xml, ws._shared_strings, data_only=True, epoch=wb.epoch,
+                                 date_formats=wb._date_formats,
+                                 timedelta_formats=wb._timedelta_formats)
+        for row, cells in parser.parse():
+            yield row, [(c["column"], c["value"]) for c in cells]
+
+
 def _read_xlsx(src: Source, table: _Table) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(src.raw)) as z:
@@ -274,31 +303,50 @@ def _read_xlsx(src: Source, table: _Table) -> None:
                     table.problems.append(Problem(
                         table.shown, None, None, "unsafe-workbook",
                         f"the workbook unpacks to more than {MAX_XLSX_UNCOMPRESSED // 2**20} MB "
-                        f"or is compressed {ratio:.0f}:1 ({info.filename}); it looks like a "
-                        "zip bomb, so it was not opened: export the data again"))
+                        f"or is compressed {ratio:.0f}:1 ({quoted(info.filename)[1:-1]}); it "
+                        "looks like a zip bomb, so it was not opened: export the data again"))
                     return
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError):
         table.problems.append(Problem(table.shown, None, None, "bad-workbook",
                                       "the file is not an .xlsx workbook (not a zip archive); "
                                       "save it as Excel Workbook (.xlsx) or CSV UTF-8"))
         return
+    header: dict[int, object] = {}
+    body: list[tuple[int, dict[int, object]]] = []
+    damaged = ""
     try:
         import openpyxl  # defusedxml is installed, so openpyxl parses through it
 
-        wb = openpyxl.load_workbook(io.BytesIO(src.raw), read_only=True, data_only=True)
-        try:
-            if not wb.worksheets:
-                table.problems.append(Problem(table.shown, None, None, "empty-file",
-                                              "the workbook has no worksheet; put the table "
-                                              "on the first sheet, header in row 1"))
-                return
-            ws = wb.worksheets[0]
-            # the stored dimension may be wrong (some exporters write A1): read every cell
-            ws.reset_dimensions()
-            # rows come from row 1 on, missing rows filled in, so enumerate gives row numbers
-            records = list(ws.iter_rows(values_only=True))
-        finally:
-            wb.close()
+        # openpyxl warns (on stderr) about odd but readable files, e.g. "no default style"
+        # from other exporters, or a date cell out of range (then read as '#VALUE!', which
+        # is reported as a bad date): the user sees located problems, never a warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            wb = openpyxl.load_workbook(io.BytesIO(src.raw), read_only=True, data_only=True)
+            try:
+                if not wb.worksheets:
+                    table.problems.append(Problem(table.shown, None, None, "empty-file",
+                                                  "the workbook has no worksheet; put the "
+                                                  "table on the first sheet, header in row 1"))
+                    return
+                last = 0
+                for row, cells in _sheet_rows(wb, wb.worksheets[0]):
+                    if row <= last or row > EXCEL_MAX_ROW:
+                        damaged = (f"row number {row} follows row {last}" if row <= last else
+                                   f"row number {row} is beyond Excel's last row "
+                                   f"{EXCEL_MAX_ROW:,}")
+                        break
+                    last = row
+                    values = dict(cells)
+                    if len(values) != len(cells):
+                        damaged = f"row {row} has two cells in one column"
+                        break
+                    if row == 1:
+                        header = values
+                    else:
+                        body.append((row, values))
+            finally:
+                wb.close()
     except Exception as e:  # noqa: BLE001 - any failure inside a hostile workbook
         # openpyxl wraps the parser's error (defusedxml's EntitiesForbidden, ...): look
         # down the chain for the cause
@@ -310,29 +358,36 @@ def _read_xlsx(src: Source, table: _Table) -> None:
             msg = ("the workbook contains XML entity declarations (a possible XML bomb); it "
                    "was not read: export the data again from the source system")
         else:
-            detail = " ".join(str(e).split())[:200]
+            detail = quoted(" ".join(str(e).split()), 200)[1:-1]
             msg = (f"the workbook cannot be read ({chain[0]}: {detail}); save it again as "
                    ".xlsx or CSV UTF-8")
         table.problems.append(Problem(table.shown, None, None, "bad-workbook", msg))
         return
-    if not any(_cell_text(v).strip() for rec in records for v in rec):
+    if damaged:
+        table.problems.append(Problem(
+            table.shown, None, None, "bad-workbook",
+            f"the first sheet is damaged ({damaged}), so rows could be lost; open it in Excel "
+            "and save it again, or export CSV UTF-8"))
+        return
+    named = [c for c, v in header.items() if _cell_text(v).strip()]
+    if not named and not any(_cell_text(v).strip() for _, rec in body for v in rec.values()):
         table.problems.append(Problem(table.shown, None, None, "empty-file",
                                       "the first sheet is empty; it needs a header row"))
         return
-    header = list(records[0]) if records else []
-    width = len(header)
-    while width and _cell_text(header[width - 1]).strip() == "":
-        width -= 1
-    names = _header(header[:width], table)
+    width = max(named, default=0)
+    names = _header([header.get(c) for c in range(1, width + 1)], table)
     if names is None:
         return
     rows, data = [], []
-    for row, rec in enumerate(records[1:], start=2):
-        cells = [_cell_text(v).strip() for v in rec[:width]]
+    for row, rec in body:
+        cells = [""] * width
+        for c, v in rec.items():
+            if 1 <= c <= width:
+                cells[c - 1] = _cell_text(v).strip()
         if not any(cells):
             continue
         rows.append(row)
-        data.append(cells + [""] * (width - len(cells)))
+        data.append(cells)
     table.frame = _frame(data, names, rows)
 
 
@@ -414,6 +469,20 @@ def parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 # --- the evidence ----------------------------------------------------------------------------
 
+def read_regular_file(path: Path) -> bytes | None:
+    """The bytes of a regular file, or None when `path` is something else.
+
+    A symbolic link to /dev/zero or /dev/urandom would be read for ever, and a named pipe
+    would block the open until someone writes to it: both are refused before any read
+    (the open is non-blocking, and the type is checked on the opened file itself).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read()
+
+
 def evidence_paths(workspace: Path, contract_id: str) -> dict[str, Path | None]:
     """The default files, evidence/<id>/<table>.csv or .xlsx: None when neither or both exist."""
     folder = workspace / "evidence" / contract_id
@@ -460,11 +529,17 @@ def read_evidence(workspace: Path, lc: LoadedContract, participants: Path | None
                                         f"(or .xlsx), or pass --{name} FILE"))
             continue
         try:
-            raw = path.read_bytes()
+            raw = read_regular_file(path)
         except OSError as e:
             problems.append(Problem(show(path), None, None, "missing-file",
                                     f"cannot read the {name} file ({e.strerror or e}); check "
                                     f"the path, or pass --{name} FILE"))
+            continue
+        if raw is None:
+            problems.append(Problem(show(path), None, None, "not-a-file",
+                                    f"the {name} file is not a regular file (a folder, a device "
+                                    "such as /dev/zero, or a pipe), so it was not read; point "
+                                    f"--{name} at the exported file"))
             continue
         sources[name] = Source(path, show(path), raw)
     return _validate(lc, sources, problems)
@@ -521,7 +596,9 @@ def _missing_columns(lc: LoadedContract, table: _Table, name: str, required: tup
                      used: dict[str, tuple]) -> bool:
     """Report each required or contract-used column the file lacks; True when any."""
     have = list(table.frame.columns)
-    found = ", ".join(have) or "(no column names)"
+    found = ", ".join(quoted(h, 40)[1:-1] for h in have[:20]) or "(no column names)"
+    if len(have) > 20:
+        found += f", … ({len(have)} columns)"
     missing = False
     for col in required:
         if col not in have:
@@ -596,15 +673,18 @@ def _check_participants(c: Contract, ptab: _Table,
             first = ids.map(pf[dup].groupby("participant_id")[ROW].min()).to_numpy()
             later = dup & (rows.rows != first)
             rows.flag(later, "participant_id", "duplicate-id",
-                      lambda i: f"participant_id '{ids.iat[i]}' is also in row {int(first[i])}; "
+                      lambda i: f"participant_id {quoted(ids.iat[i])} is also in row "
+                                f"{int(first[i])}; "
                                 "each participant has exactly one row: merge the two rows")
             for i in np.flatnonzero(dup & ~rows.bad):
-                rows.why[i] = f"participant_id '{ids.iat[i]}' is in more than one row"
+                rows.why[i] = f"participant_id {quoted(ids.iat[i])} is in more than one row"
             rows.bad |= dup
+    _flag_control_characters(pf, rows, ["participant_id", *sorted(part_cols)], has)
     if "enrolled_on" in has:
         pdays, pok = parse_days(pf["enrolled_on"])
         rows.flag(~pok, "enrolled_on", "bad-date",
-                  lambda i: f"enrolled_on '{pf['enrolled_on'].iat[i]}' is not a date; {_DATE_HINT}")
+                  lambda i: f"enrolled_on {quoted(pf['enrolled_on'].iat[i])} is not a date; "
+                            f"{_DATE_HINT}")
         rows.flag(pok & (pdays == NO_DAY), "enrolled_on", "blank-value",
                   lambda i: "enrolled_on is blank; give the date the participant enrolled "
                             "(e.g. 2022-03-31)")
@@ -613,7 +693,8 @@ def _check_participants(c: Contract, ptab: _Table,
         if col in has and _numeric_column(c, col, participant=True):
             _, ok = parse_numbers(pf[col])
             rows.flag(~ok, col, "bad-number",
-                      lambda i, col=col: f"{col} '{pf[col].iat[i]}' is not a number; write it "
+                      lambda i, col=col: f"{col} {quoted(pf[col].iat[i])} is not a number; "
+                                         "write it "
                                          "like 42 or 16.5, or leave it blank")
     bad_ids = set(pf.loc[rows.bad, "participant_id"]) if "participant_id" in has else set()
     bad_ids.discard("")
@@ -636,7 +717,8 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
     exact = (mf[~ragged].duplicated(subset=content, keep="first")
              .reindex(mf.index, fill_value=False).to_numpy(dtype=bool))
     repeats = [Problem(mtab.shown, int(r), None, "repeated-row",
-                       f"row {int(r)} repeats milestone '{mid}' exactly (same values in every "
+                       f"row {int(r)} repeats milestone {quoted(mid)} exactly (same values in "
+                       "every "
                        "column); it is counted once — delete the repeat to silence this")
                for r, mid in zip(mf.loc[exact, ROW], mf.loc[exact, "milestone_id"])]
     mf = mf[~exact].reset_index(drop=True)
@@ -647,24 +729,29 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
         if col in has:
             rows.flag((mf[col] == "").to_numpy(), col, "blank-value",
                       lambda i, col=col: f"{col} is blank; every milestone row needs one")
+    _flag_control_characters(mf, rows, ["milestone_id", "participant_id", "milestone",
+                                        "evidence_ref", "evidence_type", *sorted(mile_cols)], has)
     status = mf["status"].str.lower()
     if "status" in has:
         badstatus = ~status.isin(STATUSES).to_numpy() & (status != "").to_numpy()
         rows.flag(badstatus, "status", "bad-value",
-                  lambda i: f"status '{mf['status'].iat[i]}' is not one of verified, pending, "
+                  lambda i: f"status {quoted(mf['status'].iat[i])} is not one of verified, "
+                            "pending, "
                             "withdrawn; use one of those three words")
     adays, aok = parse_days(mf["achieved_on"])
     vdays, vok = parse_days(mf["verified_on"])
     if "achieved_on" in has:
         rows.flag(~aok, "achieved_on", "bad-date",
-                  lambda i: f"achieved_on '{mf['achieved_on'].iat[i]}' is not a date; {_DATE_HINT}")
+                  lambda i: f"achieved_on {quoted(mf['achieved_on'].iat[i])} is not a date; "
+                            f"{_DATE_HINT}")
         rows.flag(aok & (adays == NO_DAY), "achieved_on", "blank-value",
                   lambda i: "achieved_on is blank; give the date the milestone was achieved "
                             "(e.g. 2022-03-31)")
     verified = (status == "verified").to_numpy()
     if "verified_on" in has:
         rows.flag(~vok, "verified_on", "bad-date",
-                  lambda i: f"verified_on '{mf['verified_on'].iat[i]}' is not a date; {_DATE_HINT}")
+                  lambda i: f"verified_on {quoted(mf['verified_on'].iat[i])} is not a date; "
+                            f"{_DATE_HINT}")
         rows.flag(verified & vok & (vdays == NO_DAY), "verified_on", "missing-verification",
                   lambda i: "status is verified but verified_on is blank; give the date the "
                             "evidence was verified, or set status to pending")
@@ -684,7 +771,8 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
         if col in has:
             _, ok = parse_numbers(mf[col])
             rows.flag(~ok, col, "bad-number",
-                      lambda i, col=col: f"{col} '{mf[col].iat[i]}' is not a number; write it "
+                      lambda i, col=col: f"{col} {quoted(mf[col].iat[i])} is not a number; "
+                                         "write it "
                                          "like 16 or 12.5, or leave it blank")
     mf["status"] = status
     mf["achieved_on"] = adays
@@ -702,17 +790,17 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
             seen = rows_of[mid]
             if row != seen[0]:
                 mtab.problem(row, "milestone_id", "duplicate-id",
-                             f"milestone_id '{mid}' is also in row {seen[0]} with different "
+                             f"milestone_id {quoted(mid)} is also in row {seen[0]} with different "
                              "content; each milestone has one row: correct it in place "
                              "instead of adding another")
             if not rows.bad[i]:
-                rows.why[i] = (f"milestone_id '{mid}' is in rows {', '.join(map(str, seen))} "
+                rows.why[i] = (f"milestone_id {quoted(mid)} is in rows {', '.join(map(str, seen))} "
                                "with different content")
             rows.bad[i] = True
     if bad_participants:
         of_bad = mf["participant_id"].isin(bad_participants).to_numpy() & ~rows.bad
         for i in np.flatnonzero(of_bad):
-            rows.why[i] = (f"its participant '{mf['participant_id'].iat[i]}' has an invalid "
+            rows.why[i] = (f"its participant {quoted(mf['participant_id'].iat[i])} has an invalid "
                            f"row in {participants_shown}")
         rows.bad |= of_bad
 
@@ -720,14 +808,37 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
     invalid["detail"] = pd.Series([f"row {r} of {mtab.shown} is invalid: {w}"
                                    for r, w in zip(invalid[ROW], rows.why[rows.bad])],
                                   index=invalid.index, dtype="str")
-    # an invalid row may have no id: key it by its row, so each invalid milestone is one entry
-    invalid["milestone_id"] = np.where(invalid["milestone_id"] == "",
-                                       "row-" + invalid[ROW].astype(str),
+    # an invalid row may have no usable id (blank, or holding a line break): key it by its
+    # row, so each invalid milestone is one entry; the texts it shows are made printable
+    unusable = (invalid["milestone_id"] == "") | invalid["milestone_id"].str.contains(
+        _CONTROL.pattern, regex=True)
+    invalid["milestone_id"] = np.where(unusable, "row-" + invalid[ROW].astype(str),
                                        invalid["milestone_id"])
+    for col in ("participant_id", "milestone"):
+        invalid[col] = [quoted(v, max(len(v), 1))[1:-1] for v in invalid[col]]
     invalid = invalid.drop_duplicates("milestone_id", keep="first").reset_index(drop=True)
     invalid = invalid.astype({"milestone_id": "str", ROW: "int64"})
     valid = _ordered(mf[~rows.bad], list(MILESTONE_REQUIRED + MILESTONE_OPTIONAL) + [ROW])
     return valid, invalid, repeats
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _flag_control_characters(frame: pd.DataFrame, rows: "_Rows", cols: list[str],
+                             has: set[str]) -> None:
+    """A control character (a line break, a tab, an escape) in an id, a code or a column
+    the contract tests is an error: these values are written to ledger.csv and
+    decisions.csv and printed, where a carriage return would split a CSV record in two."""
+    for col in cols:
+        if col not in has:
+            continue
+        bad = frame[col].str.contains(_CONTROL.pattern, regex=True).to_numpy(dtype=bool)
+        rows.flag(bad, col, "bad-text",
+                  lambda i, col=col: f"{col} {quoted(frame[col].iat[i])} holds a control "
+                                     "character (a line break, tab or escape); ids and codes "
+                                     "are one line of plain text: correct it in the source "
+                                     "and export again")
 
 
 def _numeric_column(c: Contract, col: str, participant: bool) -> bool:

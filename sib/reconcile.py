@@ -745,9 +745,9 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
             line_caps.append(bit if part < whole else ("funder" if a < part else ""))
         total = sum(got)
         if total == 0:
-            # the cap that left nothing: the participant or contract cap when nothing was
-            # payable at all, else the funders' caps took all of what was
-            code = bit if payable == 0 else "funder"
+            # the cap that left nothing: the participant or contract cap when it left nothing
+            # payable, else the funders' caps took all of what was (a zero price included)
+            code = bit if payable == 0 and bit else "funder"
             fail_code[i] = f"{code}-cap"
             headroom = {"participant": f"participant {p} has reached the participant cap "
                                        f"of {_fmt(pcap or 0)}",

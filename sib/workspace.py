@@ -45,8 +45,9 @@ def find_contract(workspace: Path, contract_id: str | None) -> LoadedContract:
                            "with --contract ID")
         path = paths[0]
     else:
-        if not _SLUG.match(contract_id):
-            raise SibError(f"'{contract_id}' is not a contract id (lower-case letters, digits "
+        # fullmatch: with match, '$' also matches before a final line break ('tiny\n')
+        if not _SLUG.fullmatch(contract_id):
+            raise SibError(f"{contract_id!r} is not a contract id (lower-case letters, digits "
                            "and '-', e.g. west-london-ips)")
         path = workspace / "contracts" / f"{contract_id}.yaml"
         if not path.is_file():

@@ -37,6 +37,25 @@ _NULL = {"", "~", "null", "Null", "NULL"}
 _TRUE = {"true", "True", "TRUE"}
 _FALSE = {"false", "False", "FALSE"}
 
+# control characters (line breaks, ESC, ...) and bidirectional overrides, which must not
+# reach a message verbatim: a message is one line, and a terminal must not obey a cell
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """A value from a user's file as a message quotes it: in single quotes, at most `limit`
+    characters (then '…'), control characters written as escapes (`\\n`, `\\x1b`).
+
+    Hostile files put line breaks, terminal escapes or a megabyte in a cell; the message
+    must stay one short line that says which value was wrong.
+    """
+    text = str(value)
+    cut = len(text) > limit
+    text = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                            text[:limit])
+    return f"'{text}{'…' if cut else ''}'"
+
+
 try:  # libyaml is faster; both parsers are iterative state machines (no recursion)
     _Loader = yaml.CSafeLoader  # type: ignore[attr-defined]
 except AttributeError:  # pragma: no cover - depends on the PyYAML build
@@ -220,7 +239,8 @@ def _build(text: str, doc: YamlDoc) -> None:
         if isinstance(event, yaml.AliasEvent):
             doc.problems.append(Problem(
                 doc.path, line, col, "yaml-alias",
-                f"an alias (*{event.anchor}) is not allowed in this file: write the value "
+                f"an alias (*{quoted(event.anchor)[1:-1]}) is not allowed in this file: write "
+                "the value "
                 "out in full where it is needed"))
             return
         if isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent)):
@@ -231,7 +251,8 @@ def _build(text: str, doc: YamlDoc) -> None:
                     implicit if isinstance(implicit, tuple) else (implicit,)):
                 doc.problems.append(Problem(
                     doc.path, line, col, "yaml-tag",
-                    f"the tag {tag} is not allowed in this file: remove it and write a plain value"))
+                    f"the tag {quoted(tag)[1:-1]} is not allowed in this file: remove it and "
+                    "write a plain value"))
                 return
         if isinstance(event, yaml.ScalarEvent):
             plain = not event.style
@@ -243,7 +264,8 @@ def _build(text: str, doc: YamlDoc) -> None:
                     first = doc.key_lines.get(kloc)
                     doc.problems.append(Problem(
                         doc.path, line, col, "duplicate-key",
-                        f"the key '{key}' appears twice in this mapping (first at line {first}); "
+                        f"the key {quoted(key)} appears twice in this mapping (first at line "
+                        f"{first}); "
                         "keep one and delete the other"))
                     # keep reading into a throwaway slot so every duplicate is reported
                     frame[2] = (key + "\x00dup" + str(line),)
