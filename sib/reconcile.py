@@ -725,15 +725,17 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
             fail_detail[i] = f"{o.id} has reached its max_count of {o.max_count} payments"
             continue
         full_price = int(price[i])
-        payable, bit = full_price, ""
+        payable, bit, emptied_by = full_price, "", ""
         if pcap is not None:
             room = max(pcap - totals.participant_paid.get(p, 0), 0)
             if room < payable:
                 payable, bit = room, "participant"
+                emptied_by = "participant" if payable == 0 else ""
         if ccap is not None:
             room = max(ccap - totals.total, 0)
             if room < payable:
                 payable, bit = room, bit or "contract"
+                emptied_by = emptied_by or ("contract" if payable == 0 else "")
         sp = splits[split_ix[i]]
         full = money.split(full_price, sp.units)
         parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
@@ -747,7 +749,7 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
         if total == 0:
             # the cap that left nothing: the participant or contract cap when it left nothing
             # payable, else the funders' caps took all of what was (a zero price included)
-            code = bit if payable == 0 and bit else "funder"
+            code = emptied_by or "funder"
             fail_code[i] = f"{code}-cap"
             headroom = {"participant": f"participant {p} has reached the participant cap "
                                        f"of {_fmt(pcap or 0)}",
@@ -911,12 +913,17 @@ def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None =
 def totals(lines: pd.DataFrame, c: Contract) -> dict:
     """Totals of a claim's lines in pence: overall, capped, by funder, by kind, by outcome."""
     by_f = lines.groupby("funder")["amount"].sum()
+    # funders in contract order, then any the contract no longer has (a variation that
+    # removed a funder still reverses its lines): kind "unknown", as `sib audit` totals them
+    kind_of = {f.id: f.kind for f in c.funders}
+    order = [f.id for f in c.funders if f.id in by_f.index] + sorted(
+        k for k in by_f.index if k not in kind_of)
     by_k: dict[str, int] = {}
-    for f in c.funders:
-        if f.id in by_f.index:
-            by_k[f.kind] = by_k.get(f.kind, 0) + int(by_f[f.id])
+    for k in order:
+        kind = kind_of.get(k, "unknown")
+        by_k[kind] = by_k.get(kind, 0) + int(by_f[k])
     by_o = lines.groupby("outcome")["amount"].sum()
     return {"amount": int(lines["amount"].sum()), "capped": int(lines["capped"].sum()),
-            "by_funder": {f.id: int(by_f[f.id]) for f in c.funders if f.id in by_f.index},
+            "by_funder": {k: int(by_f[k]) for k in order},
             "by_kind": by_k,
             "by_outcome": {o.id: int(by_o[o.id]) for o in c.outcomes if o.id in by_o.index}}

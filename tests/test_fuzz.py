@@ -858,8 +858,6 @@ def test_a_huge_value_in_the_contract_is_quoted_short() -> None:
 
 # --- engine bugs found by the fuzzing, for the owner of sib/reconcile.py -------------------------
 
-@pytest.mark.xfail(strict=True, reason="engine bug (sib/reconcile.py totals): lines of a funder "
-                   "no longer in the contract are left out of manifest.json totals")
 def test_totals_keep_a_funder_removed_from_the_contract() -> None:
     """Found by test_fuzzed_contract_is_claimed_or_refused_with_located_problems (long
     profile): 2022-Q1 paid the North council; a contract variation removes that funder.

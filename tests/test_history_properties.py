@@ -410,8 +410,6 @@ outcomes:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug (sib/reconcile.py §3 caps): a candidate the "
-                   "contract cap leaves with nothing is decided participant-cap")
 def test_left_with_nothing_by_the_contract_cap_says_contract_cap(tmp_path):
     """Found by test_a_withdrawn_then_restored_milestone_is_paid_again. M1 (p1) takes the
     whole contract cap: 100.00 cut to 50.00 by the participant cap, then to 1.00 by the
