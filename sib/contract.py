@@ -422,9 +422,9 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _model_at(loc: tuple) -> Any:
-    """The model class (or container type) found at `loc` inside Contract."""
-    tp: Any = Contract
+def _model_at(loc: tuple, root: Any = None) -> Any:
+    """The model class (or container type) found at `loc` inside `root` (the Contract)."""
+    tp: Any = Contract if root is None else root
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
@@ -455,7 +455,10 @@ _WRONG_TYPE = {
 }
 
 
-def _pydantic_problems(err: ValidationError, doc: YamlDoc) -> list[Problem]:
+def _pydantic_problems(err: ValidationError, doc: YamlDoc, root: Any = None,
+                       first_line: str = f"the first line of a contract is 'format: {FORMAT}'"
+                       ) -> list[Problem]:
+    """Pydantic's errors as problems at their lines, for a file of model `root` (Contract)."""
     out: list[Problem] = []
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
@@ -471,7 +474,7 @@ def _pydantic_problems(err: ValidationError, doc: YamlDoc) -> list[Problem]:
             msg = f"{where} is missing; add it (it is required here)"
         elif kind == "extra_forbidden":
             code = "unknown-key"
-            parent = _model_at(loc[:-1])
+            parent = _model_at(loc[:-1], root)
             known = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(
                 parent, BaseModel) else []
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -486,7 +489,7 @@ def _pydantic_problems(err: ValidationError, doc: YamlDoc) -> list[Problem]:
             code = "bad-format" if loc == ("format",) else "bad-value"
             msg = f"{where}: found {_kind(inp)}, expected {expected}"
             if loc == ("format",):
-                msg += f"; the first line of a contract is 'format: {FORMAT}'"
+                msg += f"; {first_line}"
         elif kind == "too_short":
             code = "missing-key"
             msg = f"{where} is empty; it needs at least one entry"

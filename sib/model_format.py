@@ -15,12 +15,10 @@ It must not simulate, compute money or print.
 from __future__ import annotations
 
 import difflib
-import types
-import typing
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
@@ -308,53 +306,10 @@ def enrolment_periods(c: Contract) -> tuple[Period, ...]:
     return tuple(out)
 
 
-def _model_at(loc: tuple) -> Any:
-    """The model class (or container type) found at `loc` inside Assumptions."""
-    tp: Any = Assumptions
-    for part in loc:
-        while typing.get_origin(tp) is Annotated:
-            tp = typing.get_args(tp)[0]
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            f = tp.model_fields.get(part) if isinstance(part, str) else None
-            if f is None:
-                return None
-            tp = f.annotation
-            continue
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if origin is list and isinstance(part, int):
-            tp = args[0]
-        elif origin is dict and isinstance(part, str):
-            tp = args[1]
-        elif origin in (typing.Union, types.UnionType):
-            tp = next((a for a in args if a is not type(None)), None)
-        else:
-            return None
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
 def _validation_problems(err: ValidationError, doc: YamlDoc) -> list[Problem]:
-    """contract.py's translation of pydantic errors (same codes, same lines), with the two
-    messages that name the contract format rewritten for this one."""
-    out = []
-    for e, p in zip(err.errors(include_url=False), _pydantic_problems(err, doc)):
-        loc = tuple(e["loc"])
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            known = sorted(parent.model_fields) if isinstance(parent, type) and issubclass(
-                parent, BaseModel) else []
-            guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-            hint = f"did you mean '{guess[0]}'? " if guess else ""
-            p = Problem(p.path, p.line, p.col, p.code,
-                        f"unknown key '{loc[-1]}' in {_loc_text(loc[:-1]) or 'the top level'}; "
-                        f"{hint}expected one of: {', '.join(known)}")
-        elif p.code == "bad-format":
-            p = Problem(p.path, p.line, p.col, p.code,
-                        f"format: found {_kind(e.get('input'))}, expected '{FORMAT}'; the first "
-                        f"line of an assumptions file is 'format: {FORMAT}'")
-        out.append(p)
-    return out
+    """contract.py's translation of pydantic errors (same codes, same lines) for this format."""
+    return _pydantic_problems(err, doc, root=Assumptions, first_line=(
+        f"the first line of an assumptions file is 'format: {FORMAT}'"))
 
 
 def load_assumptions(path: Path, workspace: Path, shown: str | None = None
