@@ -608,7 +608,7 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     cand = np.flatnonzero((idle & eligible) | rerate)
     order = cand[np.lexsort((m["milestone_id"].to_numpy(dtype=object)[cand].astype(str),
                              m["achieved_on"].to_numpy(dtype=np.int64)[cand]))]
-    pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals)
+    pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals, price_from)
     pay_rows, pay_amounts, pay_capped, pay_caps, fail_code, fail_detail = pay
 
     paid_now = np.zeros(n, dtype=bool)
@@ -690,7 +690,7 @@ def _same_split(standing: pd.DataFrame, ids: np.ndarray, split_of: np.ndarray,
 
 
 def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, split_ix,
-              splits: list[Split], totals: Ledger):
+              splits: list[Split], totals: Ledger, price_from=None):
     """§3: take candidates in order, each seeing the limits and caps left by those before it.
 
     The one ordered loop of the engine; it walks only this period's candidates, with plain
@@ -725,6 +725,11 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
             fail_detail[i] = f"{o.id} has reached its max_count of {o.max_count} payments"
             continue
         full_price = int(price[i])
+        if full_price == 0:  # a price of 0.00 is in force: nothing to pay, and no cap to blame
+            fail_code[i] = "no-price"
+            fail_detail[i] = (f"the price of {o.id} in force from {day_text(price_from[i])} is "
+                              "£0.00, so there is nothing to pay")
+            continue
         payable, bit, emptied_by = full_price, "", ""
         if pcap is not None:
             room = max(pcap - totals.participant_paid.get(p, 0), 0)
