@@ -450,8 +450,8 @@ def test_a_zero_price_is_not_blamed_on_a_cap_nobody_has(tmp_path):
     e10ba16 a milestone priced 0.00 crashed the claim (KeyError '' in reconcile._allocate,
     an internal error); 277deb6 stopped the crash by deciding it `rejected funder-cap` with
     the detail "every funder in its split (f1) has reached its cap" — but f1 has no cap and
-    the contract none. A contract may price an outcome at 0.00 (check allows it); whatever
-    the decision, its detail must not invent a cap."""
+    the contract none. A contract may price an outcome at 0.00 (check allows it); since
+    3aa7973 it is `rejected no-price`, and its detail invents no cap."""
     (tmp_path / "contracts").mkdir()
     (tmp_path / "contracts" / "prop.yaml").write_text(ZERO_PRICE, "utf-8")
     ev = tmp_path / "evidence" / "prop"
@@ -465,4 +465,3 @@ def test_a_zero_price_is_not_blamed_on_a_cap_nobody_has(tmp_path):
     assert d["reason"] not in CAPS, d
     assert (d["decision"], d["reason"]) == ("rejected", "no-price"), d
     assert "£0.00" in d["detail"] and "cap" not in d["detail"], d
-    assert "cap" not in d["detail"], d
