@@ -131,7 +131,7 @@ def prepare_claim(workspace: Path, contract_id: str | None, label: str,
     if claim.problems:
         raise ProblemsFound(claim.problems)
 
-    contract_bytes = lc.path.read_bytes()
+    contract_bytes = lc.doc.raw  # the bytes the contract was loaded from, not a second read
     files: dict[str, bytes] = {
         "ledger.csv": render_ledger(claim.lines).encode("utf-8"),
         "decisions.csv": render_decisions(claim.decisions).encode("utf-8"),

@@ -70,6 +70,8 @@ class YamlDoc:
     lines: loc → 1-based line of the value at loc (for mappings/lists: where they start).
     key_lines: loc → 1-based line of the key that introduces loc.
     problems: what made the file unreadable; when not empty, `data` is None.
+    raw: the exact bytes parsed (b"" when given text), so a caller that must keep a copy of
+      the file keeps the very bytes it read, not a second read of a file that may change.
     """
 
     path: str
@@ -77,6 +79,7 @@ class YamlDoc:
     lines: dict = field(default_factory=dict)
     key_lines: dict = field(default_factory=dict)
     problems: list = field(default_factory=list)
+    raw: bytes = b""
 
     def line_of(self, loc: Loc) -> int | None:
         """Line of the deepest known part of `loc` (the key's line for a mapping entry)."""
@@ -156,6 +159,7 @@ def parse_yaml(raw: bytes | str, shown: str) -> YamlDoc:
     """Parse YAML text (bytes are decoded as UTF-8) into a YamlDoc."""
     doc = YamlDoc(shown)
     if isinstance(raw, bytes):
+        doc.raw = raw
         if len(raw) > MAX_BYTES:
             doc.problems.append(Problem(shown, None, None, "too-large",
                                         f"the file is over {MAX_BYTES:,} bytes"))
