@@ -37,7 +37,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from sib import money
-from sib.contract import SLUG, Contract, LoadedContract, check_contract, limit_of
+from sib.contract import Contract, LoadedContract, check_contract, limit_of
 from sib.evidence import Source, validate_evidence
 from sib.issue import ledger_dir, sha256
 from sib.ledger import DECISION_COLUMNS, MANIFEST_FORMAT, History, empty_lines, parse_amounts, \
@@ -45,7 +45,7 @@ from sib.ledger import DECISION_COLUMNS, MANIFEST_FORMAT, History, empty_lines, 
 from sib.period import KINDS, Period, PeriodError, parse_period, period_containing
 from sib.problems import Problem, SibError, sort_problems
 from sib.reconcile import DECISIONS, compute_claim, standing_lines
-from sib.workspace import contract_paths, shown_path
+from sib.workspace import contract_id_of, shown_path
 from sib.yamlsafe import parse_yaml
 
 # Every code `sib audit` reports, and what it means (README's table is made from this).
@@ -86,7 +86,6 @@ MANIFEST_KEYS = ("format", "contract", "period", "start", "end", "claim_number",
 REQUIRED_FILES = ("ledger.csv", "decisions.csv", "inputs/contract.yaml")
 MAX_DIFFS = 3          # replay differences reported per file (then a count)
 MAX_DIFF_LINES = 50_000  # above this, report only the first difference (difflib is quadratic)
-_SLUG = re.compile(SLUG)
 
 Progress = Callable[[int, int, str], None]
 
@@ -147,16 +146,7 @@ def contract_ledgers(workspace: Path, contract_id: str | None) -> tuple[str, Pat
 
     Needs no valid contract file: the audit of issued claims works from their inputs/.
     """
-    if contract_id is None:
-        paths = contract_paths(workspace)
-        if len(paths) != 1:
-            names = ", ".join(p.stem for p in paths) or "none"
-            raise SibError(f"the workspace has {len(paths)} contracts ({names}); choose one "
-                           "with --contract ID")
-        contract_id = paths[0].stem
-    if not _SLUG.match(contract_id):
-        raise SibError(f"'{contract_id}' is not a contract id (lower-case letters, digits and "
-                       "'-', e.g. west-london-ips)")
+    contract_id = contract_id_of(workspace, contract_id)
     root = ledger_dir(workspace, contract_id)
     shown = shown_path(root, workspace)
     if not root.is_dir() and not (workspace / "contracts" / f"{contract_id}.yaml").is_file():

@@ -35,25 +35,30 @@ def contract_paths(workspace: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.yaml") if p.is_file())
 
 
-def find_contract(workspace: Path, contract_id: str | None) -> LoadedContract:
-    """Load the workspace's contract `contract_id` (or its only contract); problems raise."""
+def contract_id_of(workspace: Path, contract_id: str | None) -> str:
+    """`contract_id` checked as a slug, or the workspace's only contract's id."""
     if contract_id is None:
         paths = contract_paths(workspace)
         if len(paths) != 1:
             names = ", ".join(p.stem for p in paths) or "none"
             raise SibError(f"the workspace has {len(paths)} contracts ({names}); choose one "
                            "with --contract ID")
-        path = paths[0]
-    else:
-        # fullmatch: with match, '$' also matches before a final line break ('tiny\n')
-        if not _SLUG.fullmatch(contract_id):
-            raise SibError(f"{contract_id!r} is not a contract id (lower-case letters, digits "
-                           "and '-', e.g. west-london-ips)")
-        path = workspace / "contracts" / f"{contract_id}.yaml"
-        if not path.is_file():
-            have = ", ".join(p.stem for p in contract_paths(workspace)) or "none"
-            raise SibError(f"no contract '{contract_id}' in {workspace / 'contracts'} "
-                           f"(contracts here: {have})")
+        return paths[0].stem
+    # fullmatch: with match, '$' also matches before a final line break ('tiny\n')
+    if not _SLUG.fullmatch(contract_id):
+        raise SibError(f"{contract_id!r} is not a contract id (lower-case letters, digits "
+                       "and '-', e.g. west-london-ips)")
+    return contract_id
+
+
+def find_contract(workspace: Path, contract_id: str | None) -> LoadedContract:
+    """Load the workspace's contract `contract_id` (or its only contract); problems raise."""
+    contract_id = contract_id_of(workspace, contract_id)
+    path = workspace / "contracts" / f"{contract_id}.yaml"
+    if not path.is_file():
+        have = ", ".join(p.stem for p in contract_paths(workspace)) or "none"
+        raise SibError(f"no contract '{contract_id}' in {workspace / 'contracts'} "
+                       f"(contracts here: {have})")
     lc, problems = load_contract(path, shown_path(path, workspace))
     if problems:
         raise ProblemsFound(problems)
