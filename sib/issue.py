@@ -27,7 +27,7 @@ import pandas as pd
 from sib import __version__, money
 from sib.contract import LoadedContract
 from sib.evidence import Evidence, read_evidence
-from sib.ledger import MANIFEST_FORMAT, History, issued_periods, read_history, read_manifest, \
+from sib.ledger import MANIFEST_FORMAT, History, issued_periods, read_history, \
     render_decisions, render_ledger
 from sib.period import Period, PeriodError, parse_period, period_containing
 from sib.problems import ProblemsFound, SibError

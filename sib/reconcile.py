@@ -216,7 +216,6 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
     known = pa["enrolled_on"].notna().to_numpy()
     enrolled = np.where(known, pa["enrolled_on"].fillna(NO_DAY).to_numpy(), NO_DAY).astype(np.int64)
     pa = pa.drop(columns=["enrolled_on", "row"], errors="ignore").fillna("")
-    mid = rows["milestone_id"].to_numpy(dtype=object)
     pid = rows["participant_id"].to_numpy(dtype=object)
     mtype = _norm(rows["milestone"])
     achieved = rows["achieved_on"].to_numpy(dtype=np.int64)
@@ -611,8 +610,6 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals, price_from)
     pay_rows, pay_amounts, pay_capped, pay_caps, fail_code, fail_detail = pay
 
-    paid_now = np.zeros(n, dtype=bool)
-    paid_now[list(pay_rows)] = True
     for i, code in fail_code.items():
         if rerate[i]:
             decision[i] = "reversed"
