@@ -6,7 +6,7 @@ After reconcile.py and model_format.py in the flow, before model_workbook.py and
 1. each run simulates participants and their milestone events from the assumptions with
    NumPy's generator, seeded per run from `SeedSequence(seed, spawn_key=(run,))`, so run
    k is the same history whatever the number of runs or of worker processes;
-2. every claim period is then claimed in order by `reconcile.compute_claim` — the engine
+2. every claim period is then claimed in order by `reconcile.claim_after` — the engine
    of `sib claim` — from the evidence as it stood at the period's end (participants
    enrolled and milestones verified by then), in memory, each claim's lines becoming the
    next one's history. The model therefore pays exactly what the contract would;
@@ -39,11 +39,11 @@ import pandas as pd
 
 from sib import money
 from sib.contract import Contract
-from sib.evidence import Evidence, day_number
+from sib.evidence import day_number
 from sib.ledger import History
 from sib.model_format import ENROLMENT, Z90, LoadedAssumptions
 from sib.period import Period
-from sib.reconcile import compute_claim
+from sib.reconcile import Cols, Rows, claim_after, no_lines
 
 KIND_ORDER = ("central", "local-authority", "health", "dwp", "other")
 CAP_REJECTIONS = ("participant-cap", "contract-cap", "funder-cap", "volume-cap")
@@ -254,21 +254,26 @@ class RunResult:
 
 def claim_history(plan: Plan, participants: pd.DataFrame, milestones: pd.DataFrame
                   ) -> tuple[History, list]:
-    """Claim every period in order through the engine; (all lines, each period's Claim)."""
-    history = History.empty()
+    """Claim every period in order through the engine; (all lines, each period's Claim).
+
+    The earlier lines are kept as columns from claim to claim (`reconcile.claim_after`, what
+    `compute_claim` does after reading the ledgers), not rebuilt as a frame every period."""
+    earlier = no_lines()
     claims = []
-    enrolled = participants["enrolled_on"].to_numpy()
-    verified = milestones["verified_on"].to_numpy()
-    for period in plan.periods:
+    # Every claim gets the whole participants table: no milestone verified by a period's end
+    # belongs to someone enrolled after it (delays are never negative), so the claims are
+    # the same as with the participants enrolled by then — and the engine works out what it
+    # needs per participant once per history instead of once per claim.
+    people, events = Cols.of(participants), Cols.of(milestones)
+    verified = events["verified_on"]
+    for number, period in enumerate(plan.periods, start=1):
         end = day_number(period.end)
-        ev = Evidence(participants[enrolled <= end].reset_index(drop=True),
-                      milestones[verified <= end].reset_index(drop=True), _INVALID)
-        claim = compute_claim(plan.contract, ev, history, period)
-        lines = claim.lines if not len(history.lines) else pd.concat(
-            [history.lines, claim.lines], ignore_index=True)
-        history = History(history.periods + (period.label,), lines)
+        known = events.take(np.flatnonzero(verified <= end))
+        ev = Rows(people, known, _INVALID, len(known))
+        claim = claim_after(plan.contract, ev, earlier, number, period)
+        earlier = earlier.then(claim.line_cols)
         claims.append(claim)
-    return history, claims
+    return History(tuple(p.label for p in plan.periods), earlier.frame()), claims
 
 
 def _price(plan: Plan, outcome_ix: int, basis_day: int) -> int:

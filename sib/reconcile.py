@@ -20,7 +20,9 @@ inputs give the same frames, whatever the order of the evidence rows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import date
 
 import numpy as np
@@ -79,14 +81,25 @@ class Claim:
     decisions: one row per milestone row, sorted by milestone_id (ledger.DECISION_COLUMNS).
     rows_in: milestone rows looked at (exact repeats counted once).
     problems: problems that refuse the claim (a paid milestone missing from the evidence).
+    line_cols / decision_cols: the same as columns; `lines` and `decisions` are made from
+    them when first asked for (the model keeps columns from claim to claim and needs
+    neither frame).
     """
 
     period: Period
     number: int
-    lines: pd.DataFrame
-    decisions: pd.DataFrame
+    line_cols: "Cols"
+    decision_cols: "Cols"
     rows_in: int
     problems: tuple[Problem, ...] = ()
+
+    @cached_property
+    def lines(self) -> pd.DataFrame:
+        return self.line_cols.frame()
+
+    @cached_property
+    def decisions(self) -> pd.DataFrame:
+        return self.decision_cols.frame()
 
     def counts(self) -> dict[str, int]:
         vc = self.decisions["decision"].value_counts()
@@ -95,7 +108,81 @@ class Claim:
 
 # --- small vectorised helpers --------------------------------------------------------------
 
-def _norm(values: pd.Series) -> np.ndarray:
+class Cols:
+    """Named, aligned numpy columns: the few frame operations the engine needs, without
+    pandas' cost per operation (a claim of the model is small and is computed thousands of
+    times). `cols[name]` is an array; `take` selects rows."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], n: int):
+        self.arrays = arrays
+        self.n = n
+        self._memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def norm(self, name: str) -> np.ndarray:
+        """Column `name` as conditions and routes compare it (see `_norm`), computed once."""
+        if ("norm", name) not in self._memo:
+            self._memo[("norm", name)] = _norm(self.arrays[name])
+        return self._memo[("norm", name)]
+
+    def numbers(self, name: str) -> np.ndarray:
+        """Column `name` as numbers (see `_numbers`), computed once."""
+        if ("numbers", name) not in self._memo:
+            self._memo[("numbers", name)] = _numbers(self.arrays[name])
+        return self._memo[("numbers", name)]
+
+    @staticmethod
+    def of(frame: pd.DataFrame, columns=None) -> "Cols":
+        return Cols({c: frame[c].to_numpy() for c in (columns or frame.columns)}, len(frame))
+
+    def frame(self) -> pd.DataFrame:
+        """A DataFrame of these columns, keeping their dtypes (text stays object)."""
+        return pd.DataFrame({c: pd.Series(a, dtype=a.dtype) for c, a in self.arrays.items()})
+
+    def then(self, other: "Cols") -> "Cols":
+        """These rows followed by `other`'s (the same columns)."""
+        return Cols({c: np.concatenate([a, other[c]]) for c, a in self.arrays.items()},
+                    self.n + other.n)
+
+    @property
+    def columns(self):
+        return self.arrays.keys()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, ix: np.ndarray) -> "Cols":
+        """The rows at `ix`; a column is gathered when first used."""
+        return Cols(_Taken(self.arrays, ix), len(ix))
+
+
+class _Taken(dict):
+    """Columns of `source` at rows `ix`, each gathered on first use."""
+
+    def __init__(self, source, ix: np.ndarray):
+        super().__init__()
+        self.source, self.ix = source, ix
+
+    def __missing__(self, name: str) -> np.ndarray:
+        out = self[name] = self.source[name][self.ix]
+        return out
+
+    def __contains__(self, name) -> bool:
+        return name in self.source
+
+    def keys(self):
+        return self.source.keys()
+
+    def items(self):
+        return [(k, self[k]) for k in self.source.keys()]
+
+
+def _norm(values) -> np.ndarray:
     """Text as compared by conditions and routes: trimmed, lower-cased.
 
     Columns compared this way (types, areas, hours) have few distinct values: normalise
@@ -106,49 +193,62 @@ def _norm(values: pd.Series) -> np.ndarray:
     return norm[codes] if len(codes) else np.zeros(0, dtype=object)
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
+_PLAIN_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+
+
+def _numbers(values) -> np.ndarray:
     """Numbers of a validated condition column (NaN where blank), parsed once per value."""
     codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
-    nums = pd.to_numeric(pd.Series(uniques, dtype=object).replace("", None), errors="coerce")
-    out = nums.to_numpy(dtype=float)
+    out = np.array([_number(u) for u in uniques], dtype=float)
     return out[codes] if len(codes) else np.zeros(0, dtype=float)
 
 
-def _test_holds(test: Test, column: pd.Series | None) -> np.ndarray:
-    """Whether each value passes `test` (a blank or missing value fails every test)."""
-    if column is None:
-        return np.zeros(0, dtype=bool)
+def _number(value) -> float:
+    """A condition value as a number: NaN when blank or not a number (a condition test, not
+    money). A plain decimal (what evidence checks allow) by `float`, else by pandas."""
+    if isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value):
+        return float(value)
+    if isinstance(value, str) and value == "":
+        return float("nan")
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return float(pd.to_numeric(pd.Series([value], dtype=object).replace("", None),
+                               errors="coerce").to_numpy(dtype=float)[0])
+
+
+def _test_holds(test: Test, frame: Cols, col: str) -> np.ndarray:
+    """Whether each value of `col` passes `test` (a blank value fails every test)."""
     if test.is_range:
-        nums = _numbers(column)
+        nums = frame.numbers(col)
         out = ~np.isnan(nums)
         if test.low is not None:
             out &= nums >= float(test.low)
         if test.below is not None:
             out &= nums < float(test.below)
         return out
-    text = _norm(column)
+    text = frame.norm(col)
     texts = {str(v).strip().lower() for v in test.values if not hasattr(v, "as_tuple")}
-    out = np.isin(text, list(texts)) if texts else np.zeros(len(text), dtype=bool)
+    out = _isin(text, list(texts)) if texts else np.zeros(len(text), dtype=bool)
     numbers = [float(v) for v in test.values if hasattr(v, "as_tuple")]
     if numbers:
-        out |= np.isin(_numbers(column), numbers)
+        out |= np.isin(frame.numbers(col), numbers)
     return out & (text != "")
 
 
-def _holds(cond: dict | None, frame: pd.DataFrame) -> np.ndarray:
+def _holds(cond: dict | None, frame: Cols) -> np.ndarray:
     out = np.ones(len(frame), dtype=bool)
     for col, test in (cond or {}).items():
         if col not in frame.columns:
             return np.zeros(len(frame), dtype=bool)
-        out &= _test_holds(test, frame[col])
+        out &= _test_holds(test, frame, col)
     return out
 
 
-def _first_failing(cond: dict, frame: pd.DataFrame) -> np.ndarray:
+def _first_failing(cond: dict, frame: Cols) -> np.ndarray:
     """For each row, the first column of `cond` whose test fails ('' when all hold)."""
     out = np.full(len(frame), "", dtype=object)
     for col, test in cond.items():
-        ok = _test_holds(test, frame[col]) if col in frame.columns else np.zeros(len(frame), bool)
+        ok = _test_holds(test, frame, col) if col in frame.columns else np.zeros(len(frame), bool)
         out[(out == "") & ~ok] = col
     return out
 
@@ -196,7 +296,170 @@ class Judged:
     splits: list[Split] = field(default_factory=list)
 
 
-def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> Judged:
+class _People:
+    """What the engine works out per participant rather than per milestone row, once per
+    participants table (the model claims every period of a history with one table): their
+    columns (blank where missing; a last, wholly blank participant stands for an unknown
+    one), enrolment days, the eligibility column that fails, and who pays under each list
+    of payer rules."""
+
+    def __init__(self, c: Contract, participants: Cols):
+        self.contract = c
+        ids = participants["participant_id"]
+        self.index = pd.Index(ids)
+        self.blank = len(ids)  # the position of the blank participant
+        names = [k for k in participants.columns if k not in ("enrolled_on", "row")]
+        self.cols = Cols(_Blanked(participants, names), len(ids) + 1)
+        self.enrolled = np.append(participants["enrolled_on"].astype(np.int64), NO_DAY)
+        self.splits: list[Split] = []
+        self.split_index: dict[Split, int] = {}
+        self._failing: np.ndarray | None = None
+        self._assigned: dict[int, tuple] = {}
+
+    @staticmethod
+    def of(c: Contract, participants: Cols) -> "_People":
+        memo = participants._memo.get(("people", ""))
+        if memo is None or memo.contract is not c:
+            memo = participants._memo[("people", "")] = _People(c, participants)
+        return memo
+
+    def at(self, pid: np.ndarray) -> np.ndarray:
+        """Each id's position; the blank participant's for an unknown id."""
+        at = self.index.get_indexer(pid) if len(pid) else np.zeros(0, dtype=np.int64)
+        return np.where(at >= 0, at, self.blank)
+
+    def failing(self) -> np.ndarray:
+        """The first eligibility column whose test fails ('' when all hold)."""
+        if self._failing is None:
+            self._failing = _first_failing(self.contract.eligibility or {}, self.cols)
+        return self._failing
+
+    def assign(self, rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The payer rule that holds (-1: none), the index of the split in `splits` (-1:
+        none), and the route column that found no funder ('' when none)."""
+        if id(rules) not in self._assigned:
+            self._assigned[id(rules)] = (rules, self._assign(rules))
+        return self._assigned[id(rules)][1]
+
+    def _assign(self, rules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pa, n = self.cols, len(self.cols)
+        routes = route_table(self.contract)
+        rule_of = np.full(n, -1, dtype=np.int64)
+        for r, rule in enumerate(rules):
+            rule_of[(rule_of < 0) & _holds(rule.when, pa)] = r
+        split_of = np.full(n, -1, dtype=np.int64)
+        unserved = np.full(n, "", dtype=object)
+        for r, rule in enumerate(rules):
+            sel = np.flatnonzero(rule_of == r)
+            if not len(sel):
+                continue
+            resolved = []
+            for e in rule.split:
+                if e.funder is not None:
+                    resolved.append(np.full(len(sel), e.funder, dtype=object))
+                elif e.route in pa:
+                    resolved.append(_lookup(pa.norm(e.route)[sel], routes.get(e.route, {})))
+                else:
+                    resolved.append(np.full(len(sel), "", dtype=object))
+            units = [money.share_units(e.share) for e in rule.split]
+            for key, members in _group_rows(resolved):
+                here = sel[members]
+                missing = [q for q, f in enumerate(key) if f == ""]
+                if missing:
+                    unserved[here] = rule.split[missing[0]].route
+                    continue
+                merged: dict[str, int] = {}
+                for f, u in zip(key, units):
+                    merged[f] = merged.get(f, 0) + u
+                sp = Split(tuple(merged), tuple(merged.values()))
+                if sp not in self.split_index:
+                    self.split_index[sp] = len(self.splits)
+                    self.splits.append(sp)
+                split_of[here] = self.split_index[sp]
+        return rule_of, split_of, unserved
+
+
+class _Blanked(dict):
+    """Participant columns with a blank participant appended, '' for a missing value;
+    each made on first use."""
+
+    def __init__(self, participants: Cols, names: list[str]):
+        super().__init__()
+        self.source, self.names = participants, names
+
+    def __missing__(self, name: str) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        values = np.asarray(self.source[name], dtype=object)
+        values = np.where(pd.isna(values), "", values) if len(values) else values
+        out = self[name] = np.append(values, "").astype(object)
+        return out
+
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def keys(self):
+        return list(self.names)
+
+    def items(self):
+        return [(k, self[k]) for k in self.names]
+
+
+def _lookup(values: np.ndarray, table: dict[str, str]) -> np.ndarray:
+    """table[value] for each value ('' when absent), looked up once per distinct value."""
+    codes, uniques = pd.factorize(values)
+    found = np.array([table.get(u, "") for u in uniques] + [""], dtype=object)
+    return found[codes]
+
+
+def _group_rows(columns: list[np.ndarray]) -> list[tuple[tuple, np.ndarray]]:
+    """Rows grouped by their values in `columns`: (values, row positions) in sorted order."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for col in columns:
+        codes, uniques = pd.factorize(col, sort=True)
+        key = key * len(uniques) + codes
+    _u, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(_u)))[:-1]
+    return [(tuple(col[first[g]] for col in columns), members)
+            for g, members in enumerate(np.split(order, bounds))]
+
+
+def _latest_before(pc: np.ndarray, day: np.ndarray, pool_pc: np.ndarray, pool_day: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """For each (participant code, day): the latest pool day of the same participant on or
+    before it; (found, that day)."""
+    if not len(pool_pc):
+        return np.zeros(len(pc), dtype=bool), np.zeros(len(pc), dtype=np.int64)
+    both = np.concatenate([day, pool_day])
+    low, high = int(both.min()), int(both.max())
+    if high - low < 1_000_000:  # real days: one key per (participant, day) by arithmetic
+        width, origin = high - low + 2, low
+
+        def rank(d):
+            return d - origin
+
+        def unrank(r):
+            return r + origin
+    else:  # a day far out (no date): rank the days instead
+        ranks = np.unique(both)
+        width = len(ranks) + 1
+
+        def rank(d):
+            return np.searchsorted(ranks, d)
+
+        def unrank(r):
+            return ranks[r]
+    pool_key = pool_pc * width + rank(pool_day)
+    pool_key.sort()
+    key = pc * width + rank(day)
+    j = np.searchsorted(pool_key, key, side="right") - 1
+    jj = np.maximum(j, 0)
+    found = (j >= 0) & (pool_key[jj] // width == pc)
+    return found, np.where(found, unrank(pool_key[jj] % width), 0)
+
+
+def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     """Judge every row (milestones verified by the period's end) against §2, in its order."""
     n = len(rows)
     t = c.term
@@ -211,28 +474,28 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
         for i in sel:
             detail[i] = sentence(i)
 
-    pa = rows[["participant_id"]].merge(participants, how="left", on="participant_id",
-                                        validate="many_to_one")
-    known = pa["enrolled_on"].notna().to_numpy()
-    enrolled = np.where(known, pa["enrolled_on"].fillna(NO_DAY).to_numpy(), NO_DAY).astype(np.int64)
-    pa = pa.drop(columns=["enrolled_on", "row"], errors="ignore").fillna("")
-    pid = rows["participant_id"].to_numpy(dtype=object)
-    mtype = _norm(rows["milestone"])
-    achieved = rows["achieved_on"].to_numpy(dtype=np.int64)
+    people = _People.of(c, participants)
+    pid = rows["participant_id"]
+    at = people.at(pid)
+    known = at != people.blank
+    enrolled = people.enrolled[at]
+    pa = people.cols.take(at)  # each row's participant, for the sentences
+    mtype = rows.norm("milestone")
+    achieved = rows["achieved_on"].astype(np.int64)
 
     fail(~known, "unknown-participant",
          lambda i: f"participant '{pid[i]}' is not in the participants file")
     types = sorted({o.milestone.strip().lower() for o in c.outcomes})
     fail(~np.isin(mtype, types), "unknown-milestone",
-         lambda i: f"milestone type '{rows['milestone'].iat[i]}' is not paid by any outcome "
+         lambda i: f"milestone type '{rows['milestone'][i]}' is not paid by any outcome "
                    f"(the contract pays: {', '.join(types)})")
     fail((enrolled < start) | (enrolled > enrol_end), "enrolled-outside-term",
          lambda i: f"the participant enrolled on {day_text(enrolled[i])}, outside the "
                    f"enrolment term {_dates(t.service_start, t.enrolment_end)}")
     if c.eligibility:
-        failing = _first_failing(c.eligibility, pa)
+        failing = people.failing()[at]
         fail(failing != "", "participant-ineligible",
-             lambda i: f"the participant's {failing[i]} '{pa[failing[i]].iat[i]}' is not "
+             lambda i: f"the participant's {failing[i]} '{pa[failing[i]][i]}' is not "
                        f"{c.eligibility[failing[i]].describe()}, as eligibility requires")
     fail((achieved < start) | (achieved > out_end), "achieved-outside-term",
          lambda i: f"achieved on {day_text(achieved[i])}, outside the outcomes term "
@@ -253,14 +516,13 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
                                 if o.when else "nothing more")
             for o in by_type.get(mtype[i], []))
         vals = sorted({col for o in by_type.get(mtype[i], []) for col in (o.when or {})})
-        found = ", ".join(f"{col} '{rows[col].iat[i]}'" if col in rows.columns
+        found = ", ".join(f"{col} '{rows[col][i]}'" if col in rows
                           else f"no {col}" for col in vals)
         return f"its {found or 'values'} meet no outcome's conditions ({options})"
 
     fail(matches != 1, "conditions-not-met", unmatched)
-    outcome = np.array([c.outcomes[k].id if k >= 0 else "" for k in outcome_ix.tolist()],
-                       dtype=object)
-    etype = _norm(rows["evidence_type"]) if "evidence_type" in rows.columns else np.full(n, "")
+    outcome = np.array([o.id for o in c.outcomes] + [""], dtype=object)[outcome_ix]
+    etype = rows.norm("evidence_type") if "evidence_type" in rows else np.full(n, "")
     ok_evidence = np.ones(n, dtype=bool)
     windows = np.full(n, NO_DAY, dtype=np.int64)
     for k, o in enumerate(c.outcomes):
@@ -286,9 +548,6 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
     split_ix = np.full(n, -1, dtype=np.int64)
     no_funder = np.zeros(n, dtype=bool)
     funder_why = np.full(n, "", dtype=object)
-    splits: list[Split] = []
-    split_index: dict[tuple, int] = {}
-    routes = route_table(c)
     for k, o in enumerate(c.outcomes):
         mine = np.flatnonzero(outcome_ix == k)
         if not len(mine):
@@ -303,77 +562,34 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
         price[mine] = np.where(j >= 0, eff_pence[jj], 0)
 
         _loc, rules = rules_for(c, o)
-        sub = pa.iloc[mine].reset_index(drop=True)
-        rule_of = np.full(len(mine), -1, dtype=np.int64)
-        for r, rule in enumerate(rules):
-            rule_of[(rule_of < 0) & _holds(rule.when, sub)] = r
-        nothing = rule_of < 0
-        no_funder[mine[nothing]] = True
-        funder_why[mine[nothing]] = "no payer rule's conditions hold for the participant"
-        for r, rule in enumerate(rules):
-            sel = np.flatnonzero(rule_of == r)
-            if not len(sel):
-                continue
-            resolved = []
-            for e in rule.split:
-                if e.funder is not None:
-                    resolved.append(np.full(len(sel), e.funder, dtype=object))
-                else:
-                    vals = _norm(sub[e.route].iloc[sel]) if e.route in sub.columns else \
-                        np.full(len(sel), "", dtype=object)
-                    table = routes.get(e.route, {})
-                    resolved.append(np.array([table.get(v, "") for v in vals], dtype=object))
-            combos = pd.DataFrame({f"f{q}": col for q, col in enumerate(resolved)})
-            combos["i"] = sel
-            for key, group in combos.groupby([f"f{q}" for q in range(len(rule.split))], sort=True):
-                key = key if isinstance(key, tuple) else (key,)
-                rows_here = mine[group["i"].to_numpy()]
-                missing = [q for q, f in enumerate(key) if f == ""]
-                if missing:
-                    col = rule.split[missing[0]].route
-                    no_funder[rows_here] = True
-                    for i in rows_here:
-                        funder_why[i] = (f"no funder serves {col} '{pa[col].iat[i] if col in pa else ''}'"
-                                         f" (the route in the payer rule for {o.id})")
-                    continue
-                merged: dict[str, int] = {}
-                for f, e in zip(key, rule.split):
-                    merged[f] = merged.get(f, 0) + money.share_units(e.share)
-                sp = Split(tuple(merged), tuple(merged.values()))
-                if sp not in split_index:
-                    split_index[sp] = len(splits)
-                    splits.append(sp)
-                split_ix[rows_here] = split_index[sp]
+        rule_of, split_of, unserved = (a[at] for a in people.assign(rules))
+        nothing = mine[rule_of[mine] < 0]
+        no_funder[nothing] = True
+        funder_why[nothing] = "no payer rule's conditions hold for the participant"
+        for i in mine[(rule_of[mine] >= 0) & (unserved[mine] != "")]:
+            col = unserved[i]
+            no_funder[i] = True
+            funder_why[i] = (f"no funder serves {col} '{pa[col][i] if col in pa else ''}'"
+                             f" (the route in the payer rule for {o.id})")
+        split_ix[mine] = split_of[mine]
 
     # prerequisites, outcome by outcome so that each is judged by eligible milestones only
     final = reason.copy()
     oid_ix = {o.id: k for k, o in enumerate(c.outcomes)}
+    pcode = pd.factorize(pid)[0].astype(np.int64)
     for o in _topo(c):
         k = oid_ix[o.id]
         mine = np.flatnonzero((outcome_ix == k) & (base == ""))
         pre_reason = np.full(len(mine), "", dtype=object)
         pre_detail = np.full(len(mine), "", dtype=object)
         if len(mine) and o.requires:
-            me = pd.DataFrame({"participant_id": pid[mine].astype(object),
-                               "achieved_on": achieved[mine],
-                               "i": np.arange(len(mine))}).sort_values("achieved_on", kind="stable")
             found_all = []
             for req in o.requires:
                 q = oid_ix[req.outcome]
                 pool_ix = np.flatnonzero((outcome_ix == q) & (final == ""))
-                if len(pool_ix):
-                    pool = pd.DataFrame({"participant_id": pid[pool_ix].astype(object),
-                                         "prior": achieved[pool_ix]}).sort_values("prior",
-                                                                                  kind="stable")
-                    found = pd.merge_asof(me, pool, left_on="achieved_on", right_on="prior",
-                                          by="participant_id", direction="backward",
-                                          allow_exact_matches=True).sort_values("i")
-                    prior = found["prior"].to_numpy(dtype=float)
-                else:  # no eligible milestone of the required outcome at all
-                    prior = np.full(len(mine), np.nan)
-                has = ~np.isnan(prior)
-                gap = achieved[mine] - np.where(has, prior, 0).astype(np.int64)
-                found_all.append((req, has, gap))
+                has, prior = _latest_before(pcode[mine], achieved[mine], pcode[pool_ix],
+                                            achieved[pool_ix])
+                found_all.append((req, has, achieved[mine] - prior))
             # §2's order: a missing prerequisite before one too old, whatever `requires` order
             for req, has, gap in found_all:
                 for i in np.flatnonzero(~has & (pre_reason == "")):
@@ -387,46 +603,45 @@ def eligibility(c: Contract, rows: pd.DataFrame, participants: pd.DataFrame) -> 
                     pre_reason[i] = "prerequisite-too-old"
                     pre_detail[i] = (f"{o.id} needs {req.outcome} within {req.within_days} "
                                      f"days; the {req.outcome} was {gap[i]} days earlier")
-        rows_o = np.flatnonzero(outcome_ix == k)
-        for idx, i in enumerate(mine):
-            if pre_reason[idx]:
-                final[i], detail[i] = pre_reason[idx], pre_detail[idx]
-        for i in rows_o:
-            if final[i]:
-                continue
-            if no_price[i]:
-                final[i] = "no-price"
-                first = min(o.prices)
-                detail[i] = (f"no price for {o.id} is in force on {day_text(basis[i])} (the "
-                             f"first price is from {first.isoformat()})")
-            elif no_funder[i]:
-                final[i] = "no-funder-for-route"
-                detail[i] = funder_why[i]
+        failed = pre_reason != ""
+        final[mine[failed]], detail[mine[failed]] = pre_reason[failed], pre_detail[failed]
+        rows_o = np.flatnonzero((outcome_ix == k) & (final == ""))
+        for i in rows_o[no_price[rows_o]]:
+            final[i] = "no-price"
+            detail[i] = (f"no price for {o.id} is in force on {day_text(basis[i])} (the "
+                         f"first price is from {min(o.prices).isoformat()})")
+        nf = rows_o[~no_price[rows_o] & no_funder[rows_o]]
+        final[nf], detail[nf] = "no-funder-for-route", funder_why[nf]
     # rows that failed before an outcome was known keep their first reason
     final[base != ""] = base[base != ""]
-    return Judged(final, detail, outcome, price_from, price, split_ix, splits)
+    return Judged(final, detail, outcome, price_from, price, split_ix, people.splits)
 
 
 # --- history ----------------------------------------------------------------------------------
 
-def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
-    """Payment lines of earlier claims not yet reversed: what each milestone currently holds."""
+def standing_mask(kind: np.ndarray, milestone_id: np.ndarray, period: np.ndarray,
+                  line_id: np.ndarray, reverses: np.ndarray) -> np.ndarray:
+    """Which lines are payments of earlier claims not yet reversed (columns as arrays)."""
     # A reversal cancels the whole payment it belongs to — also its 0.00 lines (a funder
     # at its cap), which it writes no line for (ledger.md).
-    kind = lines["kind"].to_numpy(dtype=object)
     pay = kind == "payment"
     is_rev = ~pay
     if not is_rev.any():
-        return lines[pay]
+        return pay
     # key each line by (milestone, period) as one integer
-    mcode, _ = pd.factorize(lines["milestone_id"].to_numpy(dtype=object))
-    pcode, periods = pd.factorize(lines["period"].to_numpy(dtype=object))
+    mcode, _ = pd.factorize(milestone_id)
+    pcode, periods = pd.factorize(period)
     key = mcode.astype(np.int64) * (len(periods) + 1) + pcode
-    line_ids = lines["line_id"].to_numpy(dtype=object)
-    where = pd.Index(line_ids).get_indexer(lines["reverses"].to_numpy(dtype=object)[is_rev])
+    where = pd.Index(line_id).get_indexer(reverses[is_rev])
     ok = where >= 0
     cancelled = mcode[is_rev][ok].astype(np.int64) * (len(periods) + 1) + pcode[where[ok]]
-    return lines[pay & ~np.isin(key, cancelled)]
+    return pay & ~np.isin(key, cancelled)
+
+
+def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
+    """Payment lines of earlier claims not yet reversed: what each milestone currently holds."""
+    return lines[standing_mask(*(lines[c].to_numpy(dtype=object) for c in
+                                 ("kind", "milestone_id", "period", "line_id", "reverses")))]
 
 
 @dataclass
@@ -441,15 +656,52 @@ class Ledger:
     total: int = 0
 
     @staticmethod
-    def of(c: Contract, standing: pd.DataFrame) -> "Ledger":
-        fp = {k: int(v) for k, v in standing.groupby("funder")["amount"].sum().items()}
-        pp = {k: int(v) for k, v in standing.groupby("participant_id")["amount"].sum().items()}
-        per_m = standing.drop_duplicates("milestone_id")
-        keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
-        lk = per_m["outcome"].map(keys).fillna("outcome:" + per_m["outcome"].astype(str))
-        limits = {k: int(v) for k, v in per_m.groupby([per_m["participant_id"], lk]).size().items()}
-        outcomes = {k: int(v) for k, v in per_m.groupby("outcome").size().items()}
-        return Ledger(c, fp, pp, limits, outcomes, int(standing["amount"].sum()))
+    def of(c: Contract, standing: Cols, milestone: np.ndarray, who: np.ndarray) -> "Ledger":
+        """The totals of the `standing` lines (`milestone`: their milestones as integer
+        codes); per participant only for those in `who` (the candidates: the only
+        participants the allocation looks up)."""
+        amount = standing["amount"].astype(np.int64)
+        _m, first = np.unique(milestone, return_index=True)
+        outcomes = standing["outcome"][first]
+        mine = _isin(standing["participant_id"], who)
+        pids = standing["participant_id"][first][mine[first]]
+        lk, _lim = _limit_keys(c, outcomes[mine[first]])
+        return Ledger(c, _sums(standing["funder"], amount),
+                      _sums(standing["participant_id"][mine], amount[mine]),
+                      _counts(list(zip(pids.tolist(), lk.tolist()))), _tally(outcomes),
+                      int(amount.sum()))
+
+
+def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each outcome's limit key ('outcome:<id>' or 'group:<id>') and its limit per participant
+    (an outcome the contract no longer has: its own key, limit 1)."""
+    codes, uniques = pd.factorize(outcomes)
+    known = {o.id: limit_of(c, o) for o in c.outcomes}
+    pairs = [known.get(o, (f"outcome:{o}", 1)) for o in uniques]
+    keys = np.array([k for k, _ in pairs] + [""], dtype=object)
+    limits = np.array([n for _, n in pairs] + [0], dtype=np.int64)
+    return keys[codes], limits[codes]
+
+
+def _sums(keys: np.ndarray, amounts: np.ndarray) -> dict:
+    """Exact integer sum of `amounts` per distinct key."""
+    codes, uniques = pd.factorize(keys)
+    out = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(out, codes, amounts)
+    return dict(zip(list(uniques), out.tolist()))
+
+
+def _tally(values: np.ndarray) -> dict:
+    """How many times each distinct value occurs."""
+    codes, uniques = pd.factorize(values)
+    return dict(zip(list(uniques), np.bincount(codes, minlength=len(uniques)).tolist()))
+
+
+def _counts(keys: list) -> dict:
+    out: dict = {}
+    for k in keys:
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 # --- the claim ----------------------------------------------------------------------------------
@@ -458,32 +710,77 @@ def _fmt(p: int) -> str:
     return money.fmt_gbp(p)
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The evidence as the engine reads it: valid participants and milestones as columns
+    (as `Evidence` has them), the invalid milestone rows, the rows counted in, and the
+    milestones file as problems name it."""
+
+    participants: Cols
+    milestones: Cols
+    invalid: pd.DataFrame
+    rows_in: int
+    shown: str = "milestones"
+
+    @staticmethod
+    def of(ev: Evidence) -> "Rows":
+        src = ev.sources.get("milestones")
+        return Rows(Cols.of(ev.participants), Cols.of(ev.milestones), ev.invalid, ev.rows_in,
+                    src.shown if src is not None else "milestones")
+
+
 def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -> Claim:
     """Claim `period` of contract `c` from the evidence and the earlier claims' lines."""
+    return claim_after(c, Rows.of(ev), Cols.of(history.lines, LEDGER_COLUMNS),
+                       len(history.periods) + 1, period)
+
+
+def no_lines() -> Cols:
+    """No ledger lines, as typed columns."""
+    return Cols.of(empty_lines(), LEDGER_COLUMNS)
+
+
+def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) -> Claim:
+    """`compute_claim` with the evidence and the earlier claims' lines as columns, and
+    `number` the claim's number: how the model claims period after period in memory."""
     end, first = day_number(period.end), day_number(period.start)
-    m = ev.milestones.sort_values("milestone_id", kind="stable").reset_index(drop=True)
+    m = ev.milestones
+    m = m.take(np.argsort(m["milestone_id"], kind="stable"))
     n = len(m)
-    hist = history.lines
-    standing = standing_lines(hist)
+    ids = m["milestone_id"]
+    s_at = np.flatnonzero(standing_mask(
+        *(hist[k] for k in ("kind", "milestone_id", "period", "line_id", "reverses"))))
+    standing = hist.take(s_at)
+    s_ids = standing["milestone_id"]
+    # milestone ids as integer codes shared by the rows and the earlier lines: which rows
+    # hold a payment, which lines belong to a row, by table look-up instead of hashing again
+    codes, uniques = pd.factorize(np.concatenate([ids, hist["milestone_id"]]))
+    cm, ch = codes[:n], codes[n:]
+    cs = ch[s_at]
+
+    def table(at: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(uniques), dtype=bool)
+        out[at] = True
+        return out
+
     problems: list[Problem] = []
 
     # a paid milestone must stay in the evidence (withdrawn, not deleted)
-    present = set(m["milestone_id"]) | set(ev.invalid["milestone_id"])
-    gone = sorted(set(standing["milestone_id"]) - present)
-    msrc = ev.sources.get("milestones")
-    shown = msrc.shown if msrc is not None else "milestones"
+    unmatched = uniques[np.unique(cs[~table(cm)[cs]])]
+    gone = sorted(set(unmatched.tolist()) - set(ev.invalid["milestone_id"]))
+    shown = ev.shown
     for g in gone:
-        first_line = standing.loc[standing["milestone_id"] == g].iloc[0]
+        k = int(np.flatnonzero(s_ids == g)[0])
         problems.append(Problem(shown, None, None, "missing-paid-milestone",
-                                f"milestone '{g}' was paid in {first_line['period']} (ledger line "
-                                f"{first_line['line_id']}) but is no longer in this file; keep its "
+                                f"milestone '{g}' was paid in {standing['period'][k]} (ledger line "
+                                f"{standing['line_id'][k]}) but is no longer in this file; keep its "
                                 "row and mark it withdrawn instead of deleting it"))
 
-    status = m["status"].to_numpy(dtype=object)
-    verified_on = m["verified_on"].to_numpy(dtype=np.int64)
+    status = m["status"]
+    verified_on = m["verified_on"].astype(np.int64)
     verified = (status == "verified") & (verified_on <= end)
     looked = np.flatnonzero(verified)
-    judged = eligibility(c, m.iloc[looked].reset_index(drop=True), ev.participants)
+    judged = eligibility(c, m.take(looked), ev.participants)
 
     reason = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
@@ -500,9 +797,9 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     eligible = verified & (reason == "")
 
     # what each milestone holds from earlier claims
-    held = set(standing["milestone_id"])
-    has_standing = m["milestone_id"].isin(held).to_numpy()
-    ever_paid = m["milestone_id"].isin(set(hist.loc[hist["kind"] == "payment", "milestone_id"])).to_numpy()
+    held = set(s_ids.tolist()) if len(ev.invalid) else set()  # only invalid rows ask
+    has_standing = table(cs)[cm]
+    ever_paid = table(ch[hist["kind"] == "payment"])[cm]
 
     decision = np.full(n, "", dtype=object)
     dreason = np.full(n, "", dtype=object)
@@ -516,29 +813,36 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     rerate = np.zeros(n, dtype=bool)
     if has_standing.any():
         # what each holding milestone was paid on: its first standing line (one payment each)
-        sig = standing.drop_duplicates("milestone_id").set_index("milestone_id")[
-            ["participant_id", "outcome", "price_from", "price", "period"]].rename(
-            columns={"participant_id": "participant"})
-        # the common case, vectorised: verified, eligible and on the same terms → paid-earlier
-        ids = m["milestone_id"].to_numpy(dtype=object)
         hs = np.flatnonzero(has_standing)
-        sh = sig.iloc[sig.index.get_indexer(ids[hs])]
+        # sig_at[i]: row i's first standing line, what it was paid on (one payment each)
+        held_codes, first_of = np.unique(cs, return_index=True)
+        first_line = np.full(len(uniques), -1, dtype=np.int64)
+        first_line[held_codes] = first_of
+        sig_at = np.full(n, -1, dtype=np.int64)
+        sig_at[hs] = first_line[cm[hs]]
+        sh = sig_at[hs]
+        # the common case, vectorised: verified, eligible and on the same terms → paid-earlier
         same = (verified[hs] & (reason[hs] == "")
-                & (sh["participant"].to_numpy(dtype=object) == m["participant_id"].to_numpy(dtype=object)[hs])
-                & (sh["outcome"].to_numpy(dtype=object) == outcome[hs])
-                & (sh["price_from"].to_numpy(dtype=np.int64) == price_from[hs])
-                & (sh["price"].to_numpy(dtype=np.int64) == price[hs]))
-        same &= _same_split(standing, ids[hs], split_ix[hs], judged.splits)
+                & (standing["participant_id"][sh] == m["participant_id"][hs])
+                & (standing["outcome"][sh] == outcome[hs])
+                & (standing["price_from"][sh] == price_from[hs])
+                & (standing["price"][sh] == price[hs]))
+        row_of = np.full(len(uniques), -1, dtype=np.int64)
+        row_of[cm[hs]] = np.arange(len(hs))
+        same &= _same_split(standing, row_of[cs], split_ix[hs], judged.splits)
         quiet = hs[same]
         decision[quiet] = "paid-earlier"
-        ddetail[quiet] = "paid in " + sh["period"].to_numpy(dtype=object)[same] + "; unchanged"
+        ddetail[quiet] = "paid in " + standing["period"][sh[same]] + "; unchanged"
         looked_again = hs[~same]
-        shares = {mid_: tuple(zip(g["funder"].tolist(), g["share"].astype(int).tolist()))
-                  for mid_, g in standing[standing["milestone_id"].isin(set(ids[looked_again]))]
-                  .groupby("milestone_id", sort=False)}
+        shares: dict[str, list] = {}
+        for k in np.flatnonzero(table(cm[looked_again])[cs]).tolist():
+            shares.setdefault(s_ids[k], []).append((standing["funder"][k],
+                                                    int(standing["share"][k])))
         for i in looked_again:
-            mid = m["milestone_id"].iat[i]
-            s = sig.loc[mid]
+            mid = ids[i]
+            s = {c_: standing[c_][sig_at[i]] for c_ in ("participant_id", "outcome",
+                                                        "price_from", "price", "period")}
+            s["participant"] = s["participant_id"]
             paid_in = s["period"]
             if withdrawn[i]:
                 reverse[i] = True
@@ -557,9 +861,9 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
             else:
                 new_split = judged.splits[split_ix[i]]
                 change = ""
-                if s["participant"] != m["participant_id"].iat[i]:
+                if s["participant"] != m["participant_id"][i]:
                     change = "changed-participant"
-                    what = f"its participant changed from {s['participant']} to {m['participant_id'].iat[i]}"
+                    what = f"its participant changed from {s['participant']} to {m['participant_id'][i]}"
                 elif s["outcome"] != outcome[i]:
                     change = "changed-outcome"
                     what = f"its outcome changed from {s['outcome']} to {outcome[i]}"
@@ -581,11 +885,9 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
                     ddetail[i] = f"paid in {paid_in}; unchanged"
     if has_standing.any():
         plain = np.flatnonzero(reverse & ~rerate)
-        outcome[plain] = sig.loc[m["milestone_id"].to_numpy(dtype=object)[plain], "outcome"].to_numpy()
+        outcome[plain] = standing["outcome"][sig_at[plain]]
     reverse |= rerate  # a re-rating starts with a reversal
-    rev_ids = set(m.loc[reverse, "milestone_id"])
-    keep_standing = standing[~standing["milestone_id"].isin(rev_ids)]
-    totals = Ledger.of(c, keep_standing)
+    reversed_lines = table(cm[reverse])[cs]
 
     # unpaid rows that are not candidates
     idle = ~has_standing
@@ -605,8 +907,9 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
 
     # §3 candidates, first claimed first served
     cand = np.flatnonzero((idle & eligible) | rerate)
-    order = cand[np.lexsort((m["milestone_id"].to_numpy(dtype=object)[cand].astype(str),
-                             m["achieved_on"].to_numpy(dtype=np.int64)[cand]))]
+    order = cand[np.lexsort((ids[cand].astype(str), m["achieved_on"][cand]))]
+    kept = np.flatnonzero(~reversed_lines)
+    totals = Ledger.of(c, standing.take(kept), cs[kept], m["participant_id"][cand])
     pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals, price_from)
     pay_rows, pay_amounts, pay_capped, pay_caps, fail_code, fail_detail = pay
 
@@ -617,7 +920,7 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
             ddetail[i] = ddetail[i] + f"; not paid again: {fail_detail[i]}"
         else:
             decision[i], dreason[i], ddetail[i] = "rejected", code, fail_detail[i]
-    achieved_on = m["achieved_on"].to_numpy(dtype=np.int64)
+    achieved_on = m["achieved_on"].astype(np.int64)
     for i in pay_rows:
         amt = sum(pay_amounts[i])
         full = price[i]
@@ -640,41 +943,53 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
     sel = reverse & ~rerate
     decision[sel] = "reversed"
 
-    lines = _lines(c, m, period, standing, rev_ids, pay_rows, pay_amounts, pay_capped, pay_caps,
-                   outcome, price_from, price, split_ix, judged.splits, ever_paid, first)
-    decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, lines, held)
-    claim = Claim(period, len(history.periods) + 1, lines, decisions, ev.rows_in, tuple(problems))
-    cols = ["line_id", "period", "kind", "milestone_id", "participant_id", "outcome", "funder",
-            "price", "amount", "reverses"]
-    violations = check_invariants(c, pd.concat([hist[cols], lines[cols]], ignore_index=True),
-                                  claim)
+    rev_lines = standing.take(np.flatnonzero(reversed_lines & (standing["amount"] != 0)))
+    new = _lines(m, period, rev_lines, pay_rows, pay_amounts, pay_capped, pay_caps,
+                 outcome, price_from, price, split_ix, judged.splits, ever_paid, first)
+    decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, new, held)
+    claim = Claim(period, number, new, decisions, ev.rows_in, tuple(problems))
+    both = Cols({k: np.concatenate([hist[k], new[k]]) for k in _INVARIANT_COLUMNS},
+                len(hist) + len(new))
+    # what this claim can break: the lines of the milestones and participants it has a line
+    # for, with every line of each milestone among them
+    new_codes = pd.Index(uniques).get_indexer(new["milestone_id"]) if len(new) else cs[:0]
+    all_codes = np.concatenate([ch, new_codes])
+    touched = (table(new_codes)[all_codes]
+               | _isin(both["participant_id"], new["participant_id"]))
+    violations = _violations(c, both, claim, table(all_codes[touched])[all_codes])
     if violations:
         raise InvariantError(violations)
     return claim
 
 
-def _same_split(standing: pd.DataFrame, ids: np.ndarray, split_of: np.ndarray,
+def _same_split(standing: Cols, pos: np.ndarray, split_of: np.ndarray,
                 splits: list[Split]) -> np.ndarray:
     """Whether each milestone's standing lines have exactly the (funder, share) set of its
-    new split — compared exactly, as sorted integer codes, milestone by milestone."""
-    n = len(ids)
+    new split — compared exactly, as sorted integer codes, milestone by milestone.
+
+    pos: for each standing line, the position of its milestone in `split_of` (-1: none)."""
+    n = len(split_of)
     if not n:
         return np.zeros(0, dtype=bool)
-    funders = pd.Index(sorted({f for sp in splits for f in sp.funders}
-                              | set(standing["funder"].unique())))
-    pos = pd.Index(ids).get_indexer(standing["milestone_id"].to_numpy(dtype=object))
     held = pos >= 0
     s_pos = pos[held]
-    s_code = (funders.get_indexer(standing["funder"].to_numpy(dtype=object)[held]).astype(np.int64)
-              * 2_000_000 + standing["share"].to_numpy(dtype=np.int64)[held])
+    f_code, f_seen = pd.factorize(standing["funder"][held])
+    s_code = f_code.astype(np.int64) * 2_000_000 + standing["share"].astype(np.int64)[held]
     s_count = np.bincount(s_pos, minlength=n)
-    sp_codes = [np.sort(funders.get_indexer(list(sp.funders)).astype(np.int64) * 2_000_000
-                        + np.asarray(sp.units, dtype=np.int64)) for sp in splits] + [np.zeros(0, np.int64)]
-    e_count = np.array([len(sp_codes[k]) for k in split_of], dtype=np.int64)
+    at = {f: k for k, f in enumerate(f_seen)}  # then the funders only a new split has
+    for f in (f for sp in splits for f in sp.funders):
+        at.setdefault(f, len(at))
+    sp_codes = [np.sort(np.array([at[f] for f in sp.funders], dtype=np.int64) * 2_000_000
+                        + np.asarray(sp.units, dtype=np.int64)) for sp in splits]
+    sp_codes.append(np.zeros(0, np.int64))  # split -1: none
+    lens = np.array([len(x) for x in sp_codes], dtype=np.int64)
+    e_count = lens[split_of]
     ok = s_count == e_count
     # expected codes, row by row, in the same (row, code) order as the sorted standing codes
     e_pos = np.repeat(np.arange(n), e_count)
-    e_code = np.concatenate([sp_codes[k] for k in split_of]) if e_count.sum() else np.zeros(0, np.int64)
+    starts = np.concatenate([[0], np.cumsum(lens)])[split_of]
+    within = np.arange(len(e_pos)) - np.repeat(np.cumsum(e_count) - e_count, e_count)
+    e_code = np.concatenate(sp_codes)[np.repeat(starts, e_count) + within]
     o = np.lexsort((s_code, s_pos))
     s_pos, s_code = s_pos[o], s_code[o]
     sel = ok[s_pos]
@@ -686,7 +1001,7 @@ def _same_split(standing: pd.DataFrame, ids: np.ndarray, split_of: np.ndarray,
     return ok & ~differs
 
 
-def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, split_ix,
+def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
               splits: list[Split], totals: Ledger, price_from=None):
     """§3: take candidates in order, each seeing the limits and caps left by those before it.
 
@@ -699,13 +1014,14 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
     pcap = money.pence(c.caps.participant) if c.caps and c.caps.participant is not None else None
     ccap = money.pence(c.caps.contract) if c.caps and c.caps.contract is not None else None
     fcap = {f.id: money.pence(f.cap) for f in c.funders if f.cap is not None}
-    pids = m["participant_id"].to_numpy(dtype=object)
+    pids = m["participant_id"]
     amounts: dict[int, list[int]] = {}
     capped: dict[int, list[int]] = {}
     caps: dict[int, list[str]] = {}
     rows: list[int] = []
     fail_code: dict[int, str] = {}
     fail_detail: dict[int, str] = {}
+    full_parts: dict[tuple[int, int], list[int]] = {}  # money.split of (price, split)
     for i in order.tolist():
         o = by_id[outcome[i]]
         p = pids[i]
@@ -739,7 +1055,9 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
                 payable, bit = room, bit or "contract"
                 emptied_by = emptied_by or ("contract" if payable == 0 else "")
         sp = splits[split_ix[i]]
-        full = money.split(full_price, sp.units)
+        full = full_parts.get((full_price, split_ix[i]))
+        if full is None:
+            full = full_parts[(full_price, split_ix[i])] = money.split(full_price, sp.units)
         parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
         got, line_caps = [], []
         for f, part, whole in zip(sp.funders, parts, full):
@@ -773,143 +1091,202 @@ def _allocate(c: Contract, m: pd.DataFrame, order: np.ndarray, outcome, price, s
     return rows, amounts, capped, caps, fail_code, fail_detail
 
 
-def _lines(c, m, period, standing, rev_ids, pay_rows, pay_amounts, pay_capped, pay_caps,
-           outcome, price_from, price, split_ix, splits, ever_paid, first) -> pd.DataFrame:
-    """Reversal lines, then payment lines, in ledger.md's order, with line ids."""
-    rev = standing[standing["milestone_id"].isin(rev_ids) & (standing["amount"] != 0)].copy()
-    rev["pos"] = np.arange(len(rev))
-    rev = rev.sort_values(["achieved_on", "milestone_id", "pos"], kind="stable")
-    rev_out = pd.DataFrame({
-        "period": period.label, "kind": "reversal",
-        "milestone_id": rev["milestone_id"], "participant_id": rev["participant_id"],
-        "outcome": rev["outcome"], "achieved_on": rev["achieved_on"],
-        "verified_on": rev["verified_on"], "evidence_ref": rev["evidence_ref"],
-        "price_from": rev["price_from"], "price": rev["price"], "funder": rev["funder"],
-        "share": rev["share"], "amount": -rev["amount"], "capped": np.int64(0), "cap": "",
-        "late": False, "reverses": rev["line_id"]})
+def _lines(m: Cols, period: Period, rev: Cols, pay_rows, pay_amounts, pay_capped, pay_caps,
+           outcome, price_from, price, split_ix, splits, ever_paid, first) -> Cols:
+    """Reversal lines (of the standing lines `rev`), then payment lines, in ledger.md's
+    order, with line ids: typed columns as `ledger.empty_lines()` has them."""
+    r = np.lexsort((np.arange(len(rev)), rev["milestone_id"].astype(str), rev["achieved_on"]))
     rows = np.asarray(pay_rows, dtype=np.int64)
+    # the payment lines, row by row and funder by funder, then in ledger order
+    funders: list[str] = []
+    units: list[int] = []
+    amounts: list[int] = []
+    held_back: list[int] = []
+    bits: list[str] = []
+    for i in pay_rows:
+        sp = splits[split_ix[i]]
+        funders += sp.funders
+        units += sp.units
+        amounts += pay_amounts[i]
+        held_back += pay_capped[i]
+        bits += pay_caps[i]
     widths = np.array([len(splits[split_ix[i]].funders) for i in pay_rows], dtype=np.int64)
     at = np.repeat(rows, widths)
-    pos = np.concatenate([np.arange(w) for w in widths]) if len(rows) else np.zeros(0, np.int64)
-    ach = m["achieved_on"].to_numpy(dtype=np.int64)
-    mids = m["milestone_id"].to_numpy(dtype=object)
+    pos = np.arange(len(at)) - np.repeat(np.cumsum(widths) - widths, widths)
+    ach = m["achieved_on"].astype(np.int64)
+    mids = m["milestone_id"]
+    p = np.lexsort((pos, mids[at].astype(str), ach[at]))
+    at, k = at[p], np.arange(len(at))[p]  # k: position in the flattened funder lists
+
+    def flat(values: list) -> np.ndarray:
+        return np.array(values, dtype=object)[k]
+
+    def pair(rev_values, pay_values, dtype=object) -> np.ndarray:
+        return np.concatenate([np.asarray(rev_values, dtype=dtype)[r],
+                               np.asarray(pay_values, dtype=dtype)])
+
+    nr, npay = len(rev), len(at)
     first_paid = ~np.asarray(ever_paid, dtype=bool)
-    pay_out = pd.DataFrame({
-        "period": period.label, "kind": "payment", "milestone_id": mids[at],
-        "participant_id": m["participant_id"].to_numpy(dtype=object)[at],
-        "outcome": outcome[at], "achieved_on": ach[at],
-        "verified_on": m["verified_on"].to_numpy(dtype=np.int64)[at],
-        "evidence_ref": m["evidence_ref"].to_numpy(dtype=object)[at],
-        "price_from": price_from[at], "price": price[at],
-        "funder": [f for i in pay_rows for f in splits[split_ix[i]].funders],
-        "share": np.array([u for i in pay_rows for u in splits[split_ix[i]].units], dtype=np.int64),
-        "amount": np.array([a for i in pay_rows for a in pay_amounts[i]], dtype=np.int64),
-        "capped": np.array([a for i in pay_rows for a in pay_capped[i]], dtype=np.int64),
-        "cap": [x for i in pay_rows for x in pay_caps[i]],
-        "late": (ach[at] < first) & first_paid[at], "reverses": ""},
-        columns=[c_ for c_ in LEDGER_COLUMNS if c_ != "line_id"])
-    if len(pay_out):
-        order = np.lexsort((pos, mids[at].astype(str), ach[at]))
-        pay_out = pay_out.iloc[order].reset_index(drop=True)
-    frames = [f for f in (rev_out, pay_out) if len(f)]
-    out = pd.concat(frames, ignore_index=True) if frames else empty_lines().drop(columns="line_id")
-    out.insert(0, "line_id", [f"{period.label}-{k:05d}" for k in range(1, len(out) + 1)])
-    typed = empty_lines()
-    result = pd.DataFrame({col: out[col].astype(typed[col].dtype) for col in LEDGER_COLUMNS})
-    return result.reset_index(drop=True)
+    out = {
+        "period": np.full(nr + npay, period.label, dtype=object),
+        "kind": pair(np.full(nr, "reversal", dtype=object), np.full(npay, "payment", dtype=object)),
+        "milestone_id": pair(rev["milestone_id"], mids[at]),
+        "participant_id": pair(rev["participant_id"], m["participant_id"][at]),
+        "outcome": pair(rev["outcome"], outcome[at]),
+        "achieved_on": pair(rev["achieved_on"], ach[at], np.int64),
+        "verified_on": pair(rev["verified_on"], m["verified_on"][at], np.int64),
+        "evidence_ref": pair(rev["evidence_ref"], m["evidence_ref"][at]),
+        "price_from": pair(rev["price_from"], price_from[at], np.int64),
+        "price": pair(rev["price"], price[at], np.int64),
+        "funder": pair(rev["funder"], flat(funders)),
+        "share": pair(rev["share"], np.array(units, dtype=np.int64)[k], np.int64),
+        "amount": pair(-rev["amount"].astype(np.int64), np.array(amounts, dtype=np.int64)[k],
+                       np.int64),
+        "capped": pair(np.zeros(nr, np.int64), np.array(held_back, dtype=np.int64)[k], np.int64),
+        "cap": pair(np.full(nr, "", dtype=object), flat(bits)),
+        "late": pair(np.zeros(nr, bool), (ach[at] < first) & first_paid[at], bool),
+        "reverses": pair(rev["line_id"], np.full(npay, "", dtype=object)),
+    }
+    out["line_id"] = np.array([f"{period.label}-{j:05d}" for j in range(1, nr + npay + 1)],
+                              dtype=object)
+    return Cols({k: out[k] for k in LEDGER_COLUMNS}, nr + npay)
 
 
-def _decisions(m, invalid, decision, dreason, ddetail, outcome, lines, held) -> pd.DataFrame:
+def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, lines: Cols, held
+               ) -> Cols:
     """One row per milestone row: decision, reason, sentence and this claim's net money."""
-    net = lines.groupby("milestone_id")[["amount", "capped"]].sum()
-    d = pd.DataFrame({
-        "milestone_id": m["milestone_id"].to_numpy(dtype=object),
-        "participant_id": m["participant_id"].to_numpy(dtype=object),
-        "milestone": m["milestone"].to_numpy(dtype=object),
-        "outcome": outcome, "decision": decision, "reason": dreason, "detail": ddetail})
+    cols = {"milestone_id": m["milestone_id"], "participant_id": m["participant_id"],
+            "milestone": m["milestone"], "outcome": outcome, "decision": decision,
+            "reason": dreason, "detail": ddetail}
     if len(invalid):
-        inv = pd.DataFrame({
+        n = len(invalid)
+        extra = {
             "milestone_id": invalid["milestone_id"].to_numpy(dtype=object),
             "participant_id": invalid["participant_id"].to_numpy(dtype=object),
             "milestone": invalid["milestone"].to_numpy(dtype=object),
-            "outcome": "", "decision": "rejected", "reason": "invalid-row",
-            "detail": [t + ("; its earlier payment stands until the row is fixed"
-                            if mid in held else "; it will be claimed once fixed")
-                       for t, mid in zip(invalid["detail"], invalid["milestone_id"])]})
-        d = pd.concat([d, inv], ignore_index=True)
-    d = d.sort_values("milestone_id", kind="stable").reset_index(drop=True)
-    d["amount"] = d["milestone_id"].map(net["amount"]).fillna(0).astype(np.int64)
-    d["capped"] = d["milestone_id"].map(net["capped"]).fillna(0).astype(np.int64)
-    return d
+            "outcome": np.full(n, "", dtype=object), "decision": np.full(n, "rejected", dtype=object),
+            "reason": np.full(n, "invalid-row", dtype=object),
+            "detail": np.array([t + ("; its earlier payment stands until the row is fixed"
+                                     if mid in held else "; it will be claimed once fixed")
+                                for t, mid in zip(invalid["detail"], invalid["milestone_id"])],
+                               dtype=object)}
+        cols = {k: np.concatenate([np.asarray(v, dtype=object), extra[k]]) for k, v in cols.items()}
+        order = np.argsort(cols["milestone_id"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+    # this claim's net amount and capped amount per milestone
+    codes, uniques = pd.factorize(lines["milestone_id"])
+    net = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(net, codes, lines["amount"])
+    held_back = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(held_back, codes, lines["capped"])
+    rows = len(cols["milestone_id"])
+    cols = {k: np.asarray(v, dtype=object) for k, v in cols.items()}
+    at = pd.Index(uniques).get_indexer(cols["milestone_id"]) if len(uniques) else \
+        np.full(rows, -1, dtype=np.int64)
+    cols["amount"] = np.where(at >= 0, net[at], 0) if len(uniques) else np.zeros(rows, np.int64)
+    cols["capped"] = (np.where(at >= 0, held_back[at], 0) if len(uniques)
+                      else np.zeros(rows, np.int64))
+    return Cols(cols, rows)
 
 
 # --- invariants ---------------------------------------------------------------------------------
 
+_INVARIANT_COLUMNS = ("line_id", "period", "kind", "milestone_id", "participant_id", "outcome",
+                      "funder", "price", "amount", "reverses")
+
+
 def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None = None) -> list[str]:
     """Every invariant of claim-rules.md that the lines so far must keep; [] when all hold."""
+    return _violations(c, Cols({k: all_lines[k].to_numpy() for k in _INVARIANT_COLUMNS},
+                               len(all_lines)), claim)
+
+
+def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarray | None = None
+                ) -> list[str]:
+    """The invariants broken by `every` line so far (and by `claim`, its last claim).
+
+    groups: the lines to check milestone by milestone and participant by participant — all
+    of them when None; `claim_after` passes the lines of the milestones and participants
+    its claim has a line for, which are all an earlier-checked history can newly break.
+    Funder and contract totals are always checked over every line."""
     out: list[str] = []
-    st = standing_lines(all_lines)
-    smid, _u = pd.factorize(st["milestone_id"].to_numpy(dtype=object))
-    s_amount = st["amount"].to_numpy(dtype=np.int64)
+    lines = every if groups is None else every.take(np.flatnonzero(groups))
+    mids = lines["milestone_id"]
+    amount = lines["amount"].astype(np.int64)
+    keep = standing_mask(*(lines[k] for k in ("kind", "milestone_id", "period", "line_id",
+                                              "reverses")))
+    smid, _u = pd.factorize(mids[keep])
+    s_amount = amount[keep]
     held = np.zeros(len(_u), dtype=np.int64)
     np.add.at(held, smid, s_amount)
     price = np.zeros(len(_u), dtype=np.int64)
-    np.maximum.at(price, smid, st["price"].to_numpy(dtype=np.int64))
+    np.maximum.at(price, smid, lines["price"].astype(np.int64)[keep])
     for k in np.flatnonzero(held > price)[:3]:
         out.append(f"standing-over-price: milestone {_u[k]} holds {_fmt(int(held[k]))}, more "
                    f"than its price {_fmt(int(price[k]))}")
-    amid, au = pd.factorize(all_lines["milestone_id"].to_numpy(dtype=object))
+    amid, au = pd.factorize(mids)
     net = np.zeros(len(au), dtype=np.int64)
-    np.add.at(net, amid, all_lines["amount"].to_numpy(dtype=np.int64))
+    np.add.at(net, amid, amount)
     for k in np.flatnonzero(net < 0)[:3]:
         out.append(f"negative-standing: milestone {au[k]} nets {_fmt(int(net[k]))}")
-    pcode, _p = pd.factorize(st["period"].to_numpy(dtype=object))
+    pcode, _p = pd.factorize(lines["period"][keep])
     pairs = np.unique(smid.astype(np.int64) * (len(_p) + 1) + pcode)
     per_m = np.bincount(pairs // (len(_p) + 1), minlength=len(_u))
     for k in np.flatnonzero(per_m > 1)[:3]:
         out.append(f"double-payment: milestone {_u[k]} holds payments from more than one claim")
     if (s_amount < 0).any():
         out.append("negative-payment: a payment line has a negative amount")
-    by_f = all_lines.groupby("funder")["amount"].sum()
+    by_f = _sums(every["funder"], every["amount"].astype(np.int64))
     for f in c.funders:
-        if f.cap is not None and int(by_f.get(f.id, 0)) > money.pence(f.cap):
-            out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(int(by_f[f.id]))}, over "
+        if f.cap is not None and by_f.get(f.id, 0) > money.pence(f.cap):
+            out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(by_f[f.id])}, over "
                        f"its cap {_fmt(money.pence(f.cap))}")
-    total = int(all_lines["amount"].sum())
+    total = int(every["amount"].sum())
     if c.caps and c.caps.contract is not None and total > money.pence(c.caps.contract):
         out.append(f"contract-cap-exceeded: {_fmt(total)} paid, over the contract cap "
                    f"{_fmt(money.pence(c.caps.contract))}")
     if c.caps and c.caps.participant is not None:
-        by_p = st.groupby("participant_id")["amount"].sum()
-        for p, v in by_p[by_p > money.pence(c.caps.participant)].head(3).items():
-            out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(int(v))}")
-    keys = {o.id: limit_of(c, o)[0] for o in c.outcomes}
-    sizes = {o.id: limit_of(c, o)[1] for o in c.outcomes}
-    ms = st.drop_duplicates("milestone_id")
-    if len(ms):
-        outc = ms["outcome"]
-        lk = outc.map(keys).fillna("outcome:" + outc.astype(str)).to_numpy(dtype=object)
-        lim = outc.map(sizes).fillna(1).to_numpy(dtype=np.int64)
-        counts = pd.DataFrame({"p": ms["participant_id"].to_numpy(dtype=object), "lk": lk,
-                               "lim": lim}).groupby(["p", "lk"]).agg(n=("lim", "size"),
-                                                                      lim=("lim", "first"))
-        for (p, k), r in counts[counts["n"] > counts["lim"]].head(3).iterrows():
-            out.append(f"limit-exceeded: participant {p} is paid {k} {r['n']} times, over its "
-                       f"limit {r['lim']}")
+        by_p = _sums(lines["participant_id"][keep], s_amount)
+        over = sorted(p for p, v in by_p.items() if v > money.pence(c.caps.participant))
+        for p in over[:3]:
+            out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(by_p[p])}")
+    _m, first = np.unique(smid, return_index=True)
+    if len(first):
+        pids = lines["participant_id"][keep][first]
+        lk, lim = _limit_keys(c, lines["outcome"][keep][first])
+        pc, pu = pd.factorize(pids)
+        kc, ku = pd.factorize(lk)
+        pair, at, n_paid = np.unique(pc.astype(np.int64) * len(ku) + kc, return_index=True,
+                                     return_counts=True)
+        over = sorted((pids[at[j]], lk[at[j]], int(n_paid[j]), int(lim[at[j]]))
+                      for j in np.flatnonzero(n_paid > lim[at]))
+        for p, k, times, most in over[:3]:
+            out.append(f"limit-exceeded: participant {p} is paid {k} {times} times, over its "
+                       f"limit {most}")
     if claim is not None:
-        d = claim.decisions
-        if len(d) != claim.rows_in or d["milestone_id"].duplicated().any():
+        d = claim.decision_cols
+        dmid = d["milestone_id"]
+        repeated = len(dmid) - len(pd.unique(dmid))
+        if len(d) != claim.rows_in or repeated:
             out.append(f"one-decision-per-row: {claim.rows_in} rows in but {len(d)} decisions "
-                       f"({int(d['milestone_id'].duplicated().sum())} repeated)")
-        if (d["decision"] == "").any():
+                       f"({repeated} repeated)")
+        decision = d["decision"]
+        if (decision == "").any():
             out.append("one-decision-per-row: a milestone was left without a decision")
-        lines = claim.lines
-        if int(d["amount"].sum()) != int(lines["amount"].sum()):
+        new = claim.line_cols
+        if int(d["amount"].sum()) != int(new["amount"].sum()):
             out.append("totals-add-up: the decisions' amounts do not add up to the lines'")
-        paid = set(d.loc[d["decision"].isin(["paid", "re-rated"]), "milestone_id"])
-        if paid != set(lines.loc[lines["kind"] == "payment", "milestone_id"]):
+        paid = set(dmid[(decision == "paid") | (decision == "re-rated")].tolist())
+        if paid != set(new["milestone_id"][new["kind"] == "payment"].tolist()):
             out.append("totals-add-up: the paid decisions and the payment lines differ")
     return out
+
+
+def _isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Whether each of `values` is among `pool` (by hashing, not sorting)."""
+    if not len(values):
+        return np.zeros(0, dtype=bool)
+    return pd.Index(values).isin(pool)
 
 
 def totals(lines: pd.DataFrame, c: Contract) -> dict:
