@@ -5,7 +5,9 @@ folder under `ledgers/<id>/`, in period order, `audit` checks what ledger.md § 
 
   sequence    claims go in order without gaps, each in its own folder  missing-claim, misplaced-claim
   chain       each manifest names the hash of the one before           chain-broken
-  files       every file hash in the manifest; nothing added           file-hash, file-missing, file-unlisted
+  files       every file hash in the manifest; nothing added; each     file-hash, file-missing,
+              compressed inputs/ copy decompresses to the size and     file-unlisted, bad-input
+              SHA-256 the manifest's `compressed` records
   replay      the claim recomputed from its inputs/ and the earlier    replay-mismatch, replay-failed
               ledgers by the same engine (`compute_claim`) gives
               ledger.csv and decisions.csv byte for byte
@@ -18,7 +20,10 @@ folder under `ledgers/<id>/`, in period order, `audit` checks what ledger.md § 
 
 Every finding is a `Problem` located as `ledgers/<id>/<period>/<file>[:line]`. Files that
 cannot be parsed give `bad-manifest` / `bad-ledger`; a folder that is no claim gives
-`stray-entry`. Must not write, print or read the clock; progress goes to a callback.
+`stray-entry`. Evidence in inputs/ is read through `read_input`, which decompresses a
+`.gz` copy (issue.py stores large CSV files so) and checks it against the manifest, so the
+replay and explain.py see the bytes the claim read, compressed or not. Must not write,
+print or read the clock; progress goes to a callback.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from pydantic import ValidationError
 from sib import money
 from sib.contract import Contract, LoadedContract, check_contract, limit_of
 from sib.evidence import Source, validate_evidence
-from sib.issue import ledger_dir, sha256
+from sib.issue import COMPRESSED_SUFFIX, MAX_EXPANDED, expand_gzip, ledger_dir, \
+    original_name, sha256
 from sib.ledger import DECISION_COLUMNS, MANIFEST_FORMAT, History, empty_lines, parse_amounts, \
     parse_ledger, render_decisions, render_ledger
 from sib.period import KINDS, Period, PeriodError, parse_period, period_containing
@@ -58,6 +64,8 @@ AUDIT_CODES = {
     "file-missing": "a file the manifest lists is not there",
     "file-hash": "a file whose SHA-256 differs from the manifest's",
     "file-unlisted": "a file in the claim folder that the manifest does not list",
+    "bad-input": "a compressed inputs/ copy that does not decompress to the size and SHA-256 "
+                 "its manifest records (damaged, truncated or replaced)",
     "bad-ledger": "ledger.csv or decisions.csv that cannot be read as one",
     "replay-failed": "the claim cannot be recomputed from its inputs/",
     "replay-mismatch": "the recomputed ledger.csv or decisions.csv differs at this line",
@@ -84,6 +92,9 @@ STEPS = ("sequence", "chain", "files", "replay", "totals", "invariants", "workbo
 MANIFEST_KEYS = ("format", "contract", "period", "start", "end", "claim_number",
                  "previous_manifest_sha256", "files", "totals")
 REQUIRED_FILES = ("ledger.csv", "decisions.csv", "inputs/contract.yaml")
+# how an evidence table may be kept in inputs/, in the order looked for
+INPUT_EXTS = (".csv", ".xlsx", ".csv" + COMPRESSED_SUFFIX, ".xlsx" + COMPRESSED_SUFFIX)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_DIFFS = 3          # replay differences reported per file (then a count)
 MAX_DIFF_LINES = 50_000  # above this, report only the first difference (difflib is quadratic)
 
@@ -119,16 +130,60 @@ class ClaimFolder:
         return sha256(self.manifest_raw) if self.manifest_raw is not None else None
 
     def input_name(self, table: str) -> str | None:
-        """inputs/<table>.csv or .xlsx, as listed by the manifest (or found on disk)."""
+        """inputs/<table>.csv or .xlsx, or a compressed copy of one (.csv.gz), as listed by
+        the manifest (or found on disk): the name of the file on disk."""
         listed = (self.manifest or {}).get("files", {})
-        for ext in (".csv", ".xlsx"):
+        for ext in INPUT_EXTS:
             name = f"inputs/{table}{ext}"
             if name in listed:
                 return name
-        for ext in (".csv", ".xlsx"):
+        for ext in INPUT_EXTS:
             if (self.path / f"inputs/{table}{ext}").is_file():
                 return f"inputs/{table}{ext}"
         return None
+
+
+def compressed_record(manifest: dict | None, name: str) -> tuple[tuple[int, str] | None, str]:
+    """(size, sha256) of the file that compressed copy `name` holds, as the manifest's
+    `compressed` records it; (None, why) when it records none that can be used."""
+    table = (manifest or {}).get("compressed")
+    rec = table.get(name) if isinstance(table, dict) else None
+    size = rec.get("size") if isinstance(rec, dict) else None
+    digest = rec.get("sha256") if isinstance(rec, dict) else None
+    if not isinstance(size, int) or isinstance(size, bool) or not isinstance(digest, str) \
+            or not _SHA256.fullmatch(digest):
+        return None, (f"compressed does not record the size and sha256 of what {name} holds "
+                      "(every compressed copy sib writes has them)")
+    if not 0 <= size <= MAX_EXPANDED:
+        return None, (f"compressed.{name}.size is {size:,}, outside 0 … {MAX_EXPANDED:,} bytes; "
+                      "it is not decompressed")
+    return (size, digest), ""
+
+
+def read_input(folder: ClaimFolder, name: str, stored: bytes | None = None
+               ) -> tuple[bytes | None, str]:
+    """The evidence that inputs/ file `name` holds, as the claim read it: the file's bytes,
+    or for a compressed copy (`.gz`) the bytes it decompresses to, which must be the size
+    and SHA-256 the manifest's `compressed` records. (None, why) when they cannot be had.
+    `stored`: the file's bytes when already read."""
+    if stored is None:
+        try:
+            stored = (folder.path / name).read_bytes()
+        except OSError as e:
+            return None, f"cannot be read ({e.strerror or e})"
+    if not name.endswith(COMPRESSED_SUFFIX):
+        return stored, ""
+    rec, why = compressed_record(folder.manifest, name)
+    if rec is None:
+        return None, f"cannot be checked: the manifest's {why}"
+    size, digest = rec
+    data, why = expand_gzip(stored, size)
+    if data is None:
+        return None, why
+    if sha256(data) != digest:
+        return None, (f"decompresses to bytes whose SHA-256 is {_short(sha256(data))}, but the "
+                      f"manifest records {_short(digest)} for the file the claim read")
+    return data, ""
 
 
 def any_period(label: str) -> Period | None:
@@ -392,6 +447,8 @@ class _Claim:
     checks: dict[str, str] = field(default_factory=lambda: {s: "ok" for s in STEPS})
     notes: list[str] = field(default_factory=list)
     data: dict[str, bytes] = field(default_factory=dict)  # files read, by name
+    inputs: dict[str, bytes] = field(default_factory=dict)  # compressed copies, decompressed
+    bad_inputs: dict[str, str] = field(default_factory=dict)  # …or why they cannot be
     lines: pd.DataFrame | None = None                    # ledger.csv as on disk, typed
     decisions: pd.DataFrame | None = None                # decisions.csv as on disk
     lc: LoadedContract | None = None                     # inputs/contract.yaml
@@ -584,10 +641,11 @@ class _Auditor:
                 self.add(cl, "files", f.file("manifest.json"), self.mline(cl, "files"),
                          "bad-manifest", f"files does not list {name}, which every claim has")
         for table in ("participants", "milestones"):
-            if not any(f"inputs/{table}{ext}" in listed for ext in (".csv", ".xlsx")):
+            if not any(f"inputs/{table}{ext}" in listed for ext in INPUT_EXTS):
                 self.add(cl, "files", f.file("manifest.json"), self.mline(cl, "files"),
-                         "bad-manifest", f"files does not list inputs/{table}.csv (or .xlsx), "
-                         "the evidence the claim read")
+                         "bad-manifest", f"files does not list inputs/{table}.csv (or .xlsx, "
+                         "or a compressed .csv.gz), the evidence the claim read")
+        self._compressed(cl)
         for path in sorted(f.path.rglob("*")):
             rel = path.relative_to(f.path).as_posix()
             if (path.is_file() or path.is_symlink()) and rel != "manifest.json" \
@@ -595,6 +653,42 @@ class _Auditor:
                 self.add(cl, "files", f.file(rel), None, "file-unlisted",
                          "the manifest does not list this file: it was added after the claim "
                          "was issued; move it out of the ledgers")
+
+    def _compressed(self, cl: _Claim) -> None:
+        """Each compressed copy decompresses to what the manifest's `compressed` records."""
+        f = cl.f
+        listed: dict[str, str] = f.manifest["files"]
+        table = f.manifest.get("compressed", {})
+        if not isinstance(table, dict):
+            self.add(cl, "files", f.file("manifest.json"), self.mline(cl, "compressed"),
+                     "bad-manifest", "compressed is not a mapping of compressed copies to the "
+                     "size and sha256 of what they hold")
+            table = {}
+        copies = sorted(n for n in listed if n.startswith("inputs/")
+                        and n.endswith(COMPRESSED_SUFFIX))
+        for name in sorted(set(table) - set(copies)):
+            self.add(cl, "files", f.file("manifest.json"), self.mline(cl, "compressed", name),
+                     "bad-manifest", f"compressed names {name}, which files does not list as "
+                     f"a compressed copy in inputs/ (inputs/<name>{COMPRESSED_SUFFIX})")
+        for name in copies:
+            rec, why = compressed_record(f.manifest, name)
+            if rec is None:
+                cl.bad_inputs[name] = f"cannot be checked: the manifest's {why}"
+                self.add(cl, "files", f.file("manifest.json"),
+                         self.mline(cl, "compressed", name) or self.mline(cl, "files", name),
+                         "bad-manifest", why)
+                continue
+            if name not in cl.data:
+                cl.bad_inputs[name] = "cannot be read"
+                continue  # file-missing says so
+            data, why = read_input(f, name, cl.data[name])
+            if data is None:
+                cl.bad_inputs[name] = why
+                self.add(cl, "files", f.file(name), None, "bad-input",
+                         f"this compressed copy of {original_name(name)} {why}; restore the "
+                         "claim folder from a backup")
+            else:
+                cl.inputs[name] = data
 
     def _read_files(self, cl: _Claim) -> None:
         """ledger.csv and decisions.csv as they are on disk, typed."""
@@ -644,16 +738,18 @@ class _Auditor:
                 self.add(cl, "replay", f.file(f"inputs/{table}.csv"), None, "replay-failed",
                          f"the {table} file the claim read is not in inputs/")
                 return None
-            raw = cl.data.get(name)
+            if name in cl.bad_inputs:  # the files step reported why
+                cl.skip("replay", f"{f.file(name)} {cl.bad_inputs[name]}")
+                return None
+            raw = cl.inputs.get(name)
             if raw is None:
-                try:
-                    raw = (f.path / name).read_bytes()
-                except OSError as e:
-                    self.add(cl, "replay", f.file(name), None, "replay-failed",
-                             f"cannot be read ({e.strerror or e})")
+                raw, why = read_input(f, name, cl.data.get(name))
+                if raw is None:
+                    self.add(cl, "replay", f.file(name), None, "replay-failed", why)
                     return None
-            shown = sources.get(table, f"evidence/{self.cid}/{Path(name).name}")
-            srcs[table] = Source(f.path / name, shown, raw)
+            logical = original_name(name)  # .csv or .xlsx: how the evidence is read
+            shown = sources.get(table, f"evidence/{self.cid}/{Path(logical).name}")
+            srcs[table] = Source(f.path / logical, shown, raw)
         ev = validate_evidence(lc, srcs["participants"], srcs["milestones"])
         skip_invalid = bool((m.get("options") or {}).get("skip_invalid", False))
         where = {srcs[t].shown: f.file(f.input_name(t)) for t in srcs}

@@ -5,7 +5,10 @@ and cli.py. Both read only what was issued — each claim's ledger.csv, decision
 manifest.json and inputs/ — never today's evidence: they say what was claimed and why. A
 rule is cited in the contract that decided it, the claim's inputs/contract.yaml, named as
 the workspace's contract file when that file is still byte-identical to it (else as the
-inputs copy, whose line numbers are the ones that applied). Returns data with `as_json()`
+inputs copy, whose line numbers are the ones that applied). Evidence rows are read from
+inputs/ through audit.read_input, so a compressed copy (`.csv.gz`) is read as the file the
+claim read, and one that is damaged gives no facts rather than an error (`sib audit` says
+what is wrong with it). Returns data with `as_json()`
 and `text_lines()`; must not print, write or compute money beyond adding ledger lines.
 """
 
@@ -19,9 +22,10 @@ import pandas as pd
 
 from sib import money
 from sib.audit import ClaimFolder, claim_folders, contract_ledgers, load_input_contract, \
-    parse_decisions
+    parse_decisions, read_input
 from sib.contract import Contract, LoadedContract, limit_of, rules_for
 from sib.evidence import Source, read_table
+from sib.issue import original_name
 from sib.ledger import parse_ledger
 from sib.period import period_containing
 from sib.problems import SibError
@@ -91,15 +95,16 @@ def read_claims(workspace: Path, contract_id: str | None) -> tuple[str, str, lis
 
 
 def _input_row(claim: IssuedClaim, table: str, key: str, value: str) -> dict | None:
-    """The row of inputs/<table> with `key` == value, as text (None when not there)."""
+    """The row of inputs/<table> with `key` == value, as text (None when not there, or
+    when the copy cannot be read back as the claim read it)."""
     name = claim.folder.input_name(table)
     if name is None:
         return None
-    path = claim.folder.path / name
-    try:
-        frame = read_table(Source(path, claim.folder.file(name), path.read_bytes())).frame
-    except OSError:
+    raw, _why = read_input(claim.folder, name)
+    if raw is None:
         return None
+    frame = read_table(Source(claim.folder.path / original_name(name), claim.folder.file(name),
+                              raw)).frame
     if frame is None or key not in frame.columns:
         return None
     hit = frame[frame[key] == value]
