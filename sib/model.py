@@ -7,9 +7,11 @@ After reconcile.py and model_format.py in the flow, before model_workbook.py and
    NumPy's generator, seeded per run from `SeedSequence(seed, spawn_key=(run,))`, so run
    k is the same history whatever the number of runs or of worker processes;
 2. every claim period is then claimed in order by `reconcile.claim_after` — the engine
-   of `sib claim` — from the evidence as it stood at the period's end (participants
-   enrolled and milestones verified by then), in memory, each claim's lines becoming the
-   next one's history. The model therefore pays exactly what the contract would;
+   of `sib claim` — from the evidence as it stood at the period's end (milestones
+   verified by then; the whole participants table, which gives the same claims since no
+   milestone is verified before its participant enrols), in memory, each claim's lines
+   becoming the next one's history, kept as columns. The model therefore pays exactly
+   what the contract would;
 3. the runs' payments per period and funder, and per outcome, are summarised as mean, P10
    and P90 (nearest rank, so each is a figure some run really had), the caps as the share
    of runs reaching them and the median period when they did; with `costs`, the

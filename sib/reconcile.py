@@ -5,14 +5,23 @@ lines of every claim issued before, and the period, and returns the claim's line
 order, with line ids), one decision per milestone row, and any problem that refuses the
 claim. It follows ../shared/spec/claim-rules.md section by section:
 
-  §1 which rows are looked at  → `_status_of`
-  §2 eligibility               → `eligibility` (whole-column checks, prerequisites in
-                                  dependency order with `merge_asof`)
-  §5 corrections               → `_corrections` (reversals before this period's payments)
+  §1 which rows are looked at  → `claim_after` (verified by the period's end)
+  §2 eligibility               → `eligibility` (whole-column checks; what depends only on
+                                  the participant — eligibility columns, payer rules,
+                                  routes — once per participant in `_People`;
+                                  prerequisites in dependency order by sorted-key search)
+  §5 corrections               → `claim_after` (reversals before this period's payments)
   §3 limits and caps           → `_allocate` (the one ordered loop: first claimed, first served)
   §4 splitting to the penny    → sib.money.split / bounded_split
   §6 lateness, §7 decisions    → `_lines`, `_decisions`
-  invariants                   → `check_invariants` (also used by audit)
+  invariants                   → `check_invariants` (every line; also used by audit) and,
+                                  before a claim is returned, the same checks on the
+                                  groups the claim touches
+
+Inside, tables are `Cols` — named numpy columns — not pandas frames: a claim of the model
+is small and is computed thousands of times, and pandas costs tens of microseconds per
+operation whatever the size. `claim_after` is the entry for callers that keep columns
+between claims (the model); `compute_claim` converts frames once.
 
 Must not read or write files, print, look at the clock or use randomness: the same
 inputs give the same frames, whatever the order of the evidence rows.
@@ -104,6 +113,45 @@ class Claim:
     def counts(self) -> dict[str, int]:
         vc = self.decisions["decision"].value_counts()
         return {d: int(vc.get(d, 0)) for d in DECISIONS}
+
+
+# --- the contract's figures, worked out once ------------------------------------------------
+
+@dataclass(frozen=True)
+class _Terms:
+    """What the engine reads from a contract on every claim, in engine units: caps in pence
+    (None when absent), each outcome's limit key and limit, and each outcome's prices as
+    (effective days, pence) arrays in date order."""
+
+    participant_cap: int | None
+    contract_cap: int | None
+    funder_caps: dict[str, int]
+    limits: dict[str, tuple[str, int]]
+    prices: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @staticmethod
+    def of(c: Contract) -> "_Terms":
+        """The terms of `c`, computed once per contract object (the model claims thousands
+        of times with one contract)."""
+        hit = _TERMS.get(id(c))
+        if hit is not None and hit[0] is c:
+            return hit[1]
+        caps = c.caps
+        terms = _Terms(
+            money.pence(caps.participant) if caps and caps.participant is not None else None,
+            money.pence(caps.contract) if caps and caps.contract is not None else None,
+            {f.id: money.pence(f.cap) for f in c.funders if f.cap is not None},
+            {o.id: limit_of(c, o) for o in c.outcomes},
+            {o.id: (np.array([day_number(d) for d in sorted(o.prices)], dtype=np.int64),
+                    np.array([money.pence(o.prices[d]) for d in sorted(o.prices)],
+                             dtype=np.int64)) for o in c.outcomes})
+        if len(_TERMS) >= 16:
+            _TERMS.pop(next(iter(_TERMS)))
+        _TERMS[id(c)] = (c, terms)
+        return terms
+
+
+_TERMS: dict[int, tuple[Contract, _Terms]] = {}
 
 
 # --- small vectorised helpers --------------------------------------------------------------
@@ -475,6 +523,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
             detail[i] = sentence(i)
 
     people = _People.of(c, participants)
+    terms = _Terms.of(c)
     pid = rows["participant_id"]
     at = people.at(pid)
     known = at != people.blank
@@ -552,9 +601,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
         mine = np.flatnonzero(outcome_ix == k)
         if not len(mine):
             continue
-        eff = sorted(o.prices)
-        eff_days = np.array([day_number(d) for d in eff], dtype=np.int64)
-        eff_pence = np.array([money.pence(o.prices[d]) for d in eff], dtype=np.int64)
+        eff_days, eff_pence = terms.prices[o.id]
         j = np.searchsorted(eff_days, basis[mine], side="right") - 1
         no_price[mine] = j < 0
         jj = np.maximum(j, 0)
@@ -676,7 +723,7 @@ def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Each outcome's limit key ('outcome:<id>' or 'group:<id>') and its limit per participant
     (an outcome the contract no longer has: its own key, limit 1)."""
     codes, uniques = pd.factorize(outcomes)
-    known = {o.id: limit_of(c, o) for o in c.outcomes}
+    known = _Terms.of(c).limits
     pairs = [known.get(o, (f"outcome:{o}", 1)) for o in uniques]
     keys = np.array([k for k, _ in pairs] + [""], dtype=object)
     limits = np.array([n for _, n in pairs] + [0], dtype=np.int64)
@@ -921,16 +968,19 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
         else:
             decision[i], dreason[i], ddetail[i] = "rejected", code, fail_detail[i]
     achieved_on = m["achieved_on"].astype(np.int64)
+    gbp: dict[int, str] = {}  # texts of amounts and days, made once each (they repeat)
+    days: dict[int, str] = {}
     for i in pay_rows:
         amt = sum(pay_amounts[i])
-        full = price[i]
+        full = int(price[i])
         bit = next((cp for cp in pay_caps[i] if cp), "")
         late = achieved_on[i] < first and not ever_paid[i]
-        text = f"paid {_fmt(amt)} for {outcome[i]}"
+        text = f"paid {gbp.get(amt) or gbp.setdefault(amt, _fmt(amt))} for {outcome[i]}"
         if amt < full:
             text += f" of its price {_fmt(full)}; the {bit} cap withheld {_fmt(full - amt)}"
         else:
-            text += f" at the price from {day_text(price_from[i])}"
+            d = int(price_from[i])
+            text += f" at the price from {days.get(d) or days.setdefault(d, day_text(d))}"
         if late:
             text += f" (late: achieved {day_text(achieved_on[i])})"
         if rerate[i]:
@@ -1010,10 +1060,9 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
     bit each line, and per unpaid row its reason code and sentence.
     """
     by_id = {o.id: o for o in c.outcomes}
-    limit_key = {o.id: limit_of(c, o) for o in c.outcomes}
-    pcap = money.pence(c.caps.participant) if c.caps and c.caps.participant is not None else None
-    ccap = money.pence(c.caps.contract) if c.caps and c.caps.contract is not None else None
-    fcap = {f.id: money.pence(f.cap) for f in c.funders if f.cap is not None}
+    terms = _Terms.of(c)
+    limit_key, pcap, ccap, fcap = (terms.limits, terms.participant_cap, terms.contract_cap,
+                                   terms.funder_caps)
     pids = m["participant_id"]
     amounts: dict[int, list[int]] = {}
     capped: dict[int, list[int]] = {}
@@ -1022,22 +1071,24 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
     fail_code: dict[int, str] = {}
     fail_detail: dict[int, str] = {}
     full_parts: dict[tuple[int, int], list[int]] = {}  # money.split of (price, split)
-    for i in order.tolist():
-        o = by_id[outcome[i]]
-        p = pids[i]
-        lk, limit = limit_key[o.id]
-        used = totals.limit_count.get((p, lk), 0)
+    limit_count, outcome_count = totals.limit_count, totals.outcome_count
+    participant_paid, funder_paid = totals.participant_paid, totals.funder_paid
+    about = {o.id: (o, *limit_key[o.id]) for o in c.outcomes}
+    for i, oid, p, full_price, s in zip(order.tolist(), outcome[order].tolist(),
+                                        pids[order].tolist(), price[order].tolist(),
+                                        split_ix[order].tolist()):
+        o, lk, limit = about[oid]
+        used = limit_count.get((p, lk), 0)
         if used >= limit:
             what = f"group {lk[6:]}" if lk.startswith("group:") else o.id
             fail_code[i] = "limit-reached"
             fail_detail[i] = (f"participant {p} has already been paid {what} {used} time"
                               f"{'s' if used != 1 else ''}, the limit per participant")
             continue
-        if o.max_count is not None and totals.outcome_count.get(o.id, 0) >= o.max_count:
+        if o.max_count is not None and outcome_count.get(oid, 0) >= o.max_count:
             fail_code[i] = "volume-cap"
             fail_detail[i] = f"{o.id} has reached its max_count of {o.max_count} payments"
             continue
-        full_price = int(price[i])
         if full_price == 0:  # a price of 0.00 is in force: nothing to pay, and no cap to blame
             fail_code[i] = "no-price"
             fail_detail[i] = (f"the price of {o.id} in force from {day_text(price_from[i])} is "
@@ -1045,7 +1096,7 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
             continue
         payable, bit, emptied_by = full_price, "", ""
         if pcap is not None:
-            room = max(pcap - totals.participant_paid.get(p, 0), 0)
+            room = max(pcap - participant_paid.get(p, 0), 0)
             if room < payable:
                 payable, bit = room, "participant"
                 emptied_by = "participant" if payable == 0 else ""
@@ -1054,15 +1105,15 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
             if room < payable:
                 payable, bit = room, bit or "contract"
                 emptied_by = emptied_by or ("contract" if payable == 0 else "")
-        sp = splits[split_ix[i]]
-        full = full_parts.get((full_price, split_ix[i]))
+        sp = splits[s]
+        full = full_parts.get((full_price, s))
         if full is None:
-            full = full_parts[(full_price, split_ix[i])] = money.split(full_price, sp.units)
+            full = full_parts[(full_price, s)] = money.split(full_price, sp.units)
         parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
         got, line_caps = [], []
         for f, part, whole in zip(sp.funders, parts, full):
-            room = fcap[f] - totals.funder_paid.get(f, 0) if f in fcap else part
-            a = min(part, max(room, 0))
+            cap = fcap.get(f)
+            a = part if cap is None else min(part, max(cap - funder_paid.get(f, 0), 0))
             got.append(a)
             line_caps.append(bit if part < whole else ("funder" if a < part else ""))
         total = sum(got)
@@ -1082,12 +1133,12 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
         amounts[i] = got
         capped[i] = [w - a for w, a in zip(full, got)]
         caps[i] = line_caps
-        totals.limit_count[(p, lk)] = used + 1
-        totals.outcome_count[o.id] = totals.outcome_count.get(o.id, 0) + 1
-        totals.participant_paid[p] = totals.participant_paid.get(p, 0) + total
+        limit_count[(p, lk)] = used + 1
+        outcome_count[oid] = outcome_count.get(oid, 0) + 1
+        participant_paid[p] = participant_paid.get(p, 0) + total
         totals.total += total
         for f, a in zip(sp.funders, got):
-            totals.funder_paid[f] = totals.funder_paid.get(f, 0) + a
+            funder_paid[f] = funder_paid.get(f, 0) + a
     return rows, amounts, capped, caps, fail_code, fail_detail
 
 
@@ -1210,6 +1261,7 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
     its claim has a line for, which are all an earlier-checked history can newly break.
     Funder and contract totals are always checked over every line."""
     out: list[str] = []
+    terms = _Terms.of(c)
     lines = every if groups is None else every.take(np.flatnonzero(groups))
     mids = lines["milestone_id"]
     amount = lines["amount"].astype(np.int64)
@@ -1238,16 +1290,17 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
         out.append("negative-payment: a payment line has a negative amount")
     by_f = _sums(every["funder"], every["amount"].astype(np.int64))
     for f in c.funders:
-        if f.cap is not None and by_f.get(f.id, 0) > money.pence(f.cap):
+        if f.id in terms.funder_caps and by_f.get(f.id, 0) > terms.funder_caps[f.id]:
             out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(by_f[f.id])}, over "
                        f"its cap {_fmt(money.pence(f.cap))}")
     total = int(every["amount"].sum())
-    if c.caps and c.caps.contract is not None and total > money.pence(c.caps.contract):
+    if terms.contract_cap is not None and total > terms.contract_cap:
         out.append(f"contract-cap-exceeded: {_fmt(total)} paid, over the contract cap "
                    f"{_fmt(money.pence(c.caps.contract))}")
     if c.caps and c.caps.participant is not None:
         by_p = _sums(lines["participant_id"][keep], s_amount)
-        over = sorted(p for p, v in by_p.items() if v > money.pence(c.caps.participant))
+        most = terms.participant_cap
+        over = sorted(p for p, v in by_p.items() if v > most)
         for p in over[:3]:
             out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(by_p[p])}")
     _m, first = np.unique(smid, return_index=True)
