@@ -14,22 +14,29 @@ as ../shared/spec/claim-workbook.md describes them:
 - text (evidence values above all) is always written as a text cell, never as a formula,
   and a text that starts like one (`=`, `+`, `-`, `@`) also gets Excel's quote prefix, so
   editing the cell keeps it text;
-- the Lines sheet is streamed (openpyxl's write-only mode, which writes every sheet of the
-  workbook row by row); a claim with more lines than a sheet holds continues on
+- the Lines sheet is streamed; a claim with more lines than a sheet holds continues on
   `Lines (2)`, `Lines (3)`, … and every formula covers all of them.
+
+openpyxl (in write-only mode) writes the workbooks, except the data rows of the long
+tables (Lines, Corrections, Not paid): `_Rows` writes those as the very XML openpyxl would
+write for their cells — each distinct value made into XML once, the rows joined from
+them a block at a time as the sheet is compressed into the file — because a cell object
+per value made a 100,000-line claim take minutes (bench/workbook.py; issue 7). Same
+bytes as openpyxl's own, so the cells, styles and files are exactly what they were.
 
 The same inputs give the same bytes: the document's created/modified times and the zip
 entries' timestamps are the claim's `prepared_at` (the manifest's `issued_at`, already
 shown on the cover as the date prepared), never the clock.
 
 Only this module imports openpyxl for writing. Must not read or write files (openpyxl's
-write-only mode streams each sheet through a temporary file of its own, removed when the
-workbook is saved), print, look at the clock or compute money beyond summing ledger lines
-of earlier claims for the "earlier claims" figures.
+write-only mode streams each sheet through a temporary file of its own, read back into
+the workbook and removed when the workbook is saved), print, look at the clock or compute
+money beyond summing ledger lines of earlier claims for the "earlier claims" figures.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import textwrap
 import warnings
@@ -37,6 +44,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
+from functools import cached_property
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -44,8 +52,10 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.compat import safe_string
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
+from openpyxl.utils.datetime import to_excel
 from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
@@ -146,6 +156,20 @@ def claim_workbooks(c: Contract, claim: Claim, history: History, header: Header,
     return out
 
 
+def lines_workbook(c: Contract, claim: Claim, history: History, header: Header, *,
+                   rows_per_sheet: int = LINES_PER_SHEET) -> bytes:
+    """A workbook holding only claim.xlsx's Lines sheet(s), as bytes: the largest part of
+    the claim workbook, on its own (bench/workbook.py times it)."""
+    if not 1 <= rows_per_sheet <= LINES_PER_SHEET:
+        raise ValueError(f"rows_per_sheet must be 1 to {LINES_PER_SHEET}, not {rows_per_sheet}")
+    d = _ClaimData.of(c, claim, history, header)
+    book = _Book(d, f"Ledger lines of claim {claim.number}, {claim.period} — {c.name}",
+                 f"{c.id} claim {claim.period} lines")
+    _table_sheets(book, "Lines", _line_columns(d.lines, d.lines_encoded), rows_per_sheet,
+                  table_name="LedgerLines")
+    return book.save()
+
+
 # --- the claim's figures, prepared once -------------------------------------------------------
 
 def _milestone_marks(lines: pd.DataFrame) -> np.ndarray:
@@ -177,7 +201,7 @@ class _ClaimData:
         periods = tuple(parse_period(p, c.claims) for p in history.periods)
         return _ClaimData(c, claim, header, earlier, periods, lines)
 
-    @property
+    @cached_property
     def largest_pence(self) -> int:
         """A bound on any money figure of the claim to date (for sizing formula columns): a
         headroom is at most its cap, a total at most the sum of every line's size."""
@@ -195,17 +219,62 @@ class _ClaimData:
     def title(self) -> str:
         return f"{self.c.name} — claim {self.claim.number}, {self.claim.period}"
 
-    def earlier_by(self, column: str, value: str, what: str = "amount") -> int:
+    # The figures below are asked for per funder, outcome or statement: each is worked out
+    # for all of them in one pass (sums of integer pence, exact whatever their order).
+
+    @cached_property
+    def _earlier_sums(self) -> dict[tuple, int]:
+        """(column, value, what) → the earlier lines' sum of `what` where `column` is
+        `value`, for funder and outcome; (funder, period) pairs under ('funder-period', …)."""
         e = self.earlier
-        sel = e[column] == value
-        return int(e.loc[sel, what].sum()) if len(e) else 0
+        out: dict[tuple, int] = {}
+        if not len(e):
+            return out
+        for column in ("funder", "outcome"):
+            sums = e.groupby(column, sort=False)[["amount", "marks"]].sum()
+            for value, amount, marks in zip(sums.index, sums["amount"].tolist(),
+                                            sums["marks"].tolist()):
+                out[column, value, "amount"] = int(amount)
+                out[column, value, "marks"] = int(marks)
+        by = e.groupby(["funder", "period"], sort=False)["amount"].sum()
+        for (funder, period), amount in zip(by.index, by.tolist()):
+            out["funder-period", funder, period] = int(amount)
+        return out
+
+    def earlier_by(self, column: str, value: str, what: str = "amount") -> int:
+        """The earlier lines' total of `what` (amount or marks) where `column` (funder or
+        outcome) is `value`."""
+        return self._earlier_sums.get((column, value, what), 0)
+
+    def earlier_in(self, funder: str, period: str) -> int:
+        """What `funder` was claimed in earlier period `period`."""
+        return self._earlier_sums.get(("funder-period", funder, period), 0)
+
+    @cached_property
+    def _funder_rows(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in
+                self.lines.groupby("funder", sort=False).indices.items()}
+
+    def rows_of(self, funder: str) -> np.ndarray:
+        """Positions of `funder`'s lines in `lines`, in order."""
+        return self._funder_rows.get(funder, np.zeros(0, dtype=np.intp))
+
+    @cached_property
+    def lines_encoded(self) -> dict[str, "_Encoded"]:
+        """The Lines columns as cell XML (`_Column.encode`), made once for the claim's Lines
+        sheet and every statement's."""
+        return {col.name: col.encode() for col in _line_columns(self.lines)}
 
 
 # --- cells and sheets -------------------------------------------------------------------------
 
 def _clean(text: str) -> str:
     """Text a cell can hold: XML-illegal control characters shown as U+FFFD, length capped."""
-    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", text)
+    return _capped(ILLEGAL_CHARACTERS_RE.sub("\ufffd", text))
+
+
+def _capped(text: str) -> str:
+    """Text no longer than a cell holds."""
     if len(text) > MAX_CELL_TEXT:
         text = text[:MAX_CELL_TEXT - 14] + " … [truncated]"
     return text
@@ -385,6 +454,7 @@ class _Book:
         props.title = title
         props.subject = subject
         self.footer = data.title
+        self.streams: list[tuple[object, _Rows]] = []
 
     def page_setup(self, ws, print_titles: str | None) -> None:
         ws.page_setup.orientation = "landscape"
@@ -405,11 +475,19 @@ class _Book:
         if print_titles:
             ws.print_title_rows = print_titles
 
+    def stream(self, ws, rows: "_Rows") -> None:
+        """Have `rows` written as `ws`'s data rows, after the rows appended to it so far, when
+        the workbook is saved (see `_StampedZip`)."""
+        self.streams.append((ws, rows))
+
     def save(self) -> bytes:
         raw = io.BytesIO()
-        archive = zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        archive = _StampedZip(raw, self.data.header.prepared_at, self.streams)
         ExcelWriter(self.wb, archive).save()  # unlike wb.save, keeps properties.modified
-        return _restamp(raw.getvalue(), self.data.header.prepared_at)
+        if archive.pending:  # cannot happen: every sheet is written
+            raise RuntimeError(f"the rows of sheet {archive.pending[0][0].title} were not "
+                               "written into the workbook")
+        return raw.getvalue()
 
 
 def _naive_utc(t: datetime) -> datetime:
@@ -418,31 +496,71 @@ def _naive_utc(t: datetime) -> datetime:
     return t.replace(microsecond=0)
 
 
-def _restamp(data: bytes, when: datetime) -> bytes:
-    """The same zip with every entry stamped `when` (zip's clock starts in 1980 and counts
-    seconds in twos)."""
-    t = _naive_utc(when)
-    stamp = max((t.year, t.month, t.day, t.hour, t.minute, t.second - t.second % 2),
-                (1980, 1, 1, 0, 0, 0))
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(data)) as src, \
-            zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as dst:
-        for info in src.infolist():
-            z = zipfile.ZipInfo(info.filename, date_time=stamp)
-            z.compress_type = zipfile.ZIP_DEFLATED
-            z.create_system = 0
-            z.external_attr = 0
-            dst.writestr(z, src.read(info.filename))
-    return out.getvalue()
+class _StampedZip(zipfile.ZipFile):
+    """The zip openpyxl's writer saves into: every entry stamped `when` rather than the clock
+    (zip's clock starts in 1980 and counts seconds in twos), compressed once, and each
+    streamed table sheet's rows written into its sheet as the sheet is compressed.
+
+    openpyxl writes a write-only sheet's XML to a temporary file and adds that file with
+    `write`; a streamed sheet's file holds its header row only, and its data rows (a
+    `_Rows`) go in before its `</sheetData>` here, a block at a time.
+    """
+
+    def __init__(self, file, when: datetime, streams: Sequence[tuple[object, "_Rows"]]):
+        super().__init__(file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
+        t = _naive_utc(when)
+        self._stamp = max((t.year, t.month, t.day, t.hour, t.minute, t.second - t.second % 2),
+                          (1980, 1, 1, 0, 0, 0))
+        self.pending = collections.deque(streams)  # in the order the sheets are written
+
+    def _info(self, name: str) -> zipfile.ZipInfo:
+        z = zipfile.ZipInfo(name, date_time=self._stamp)
+        z.compress_type = zipfile.ZIP_DEFLATED
+        z.create_system = 0
+        z.external_attr = 0
+        return z
+
+    def writestr(self, zinfo_or_arcname, data, compress_type=None, compresslevel=None):
+        name = (zinfo_or_arcname.filename if isinstance(zinfo_or_arcname, zipfile.ZipInfo)
+                else zinfo_or_arcname)
+        super().writestr(self._info(name), data)
+
+    def write(self, filename, arcname=None, compress_type=None, compresslevel=None):
+        arcname = arcname or filename
+        with open(filename, "rb") as f:  # openpyxl's own temporary file of the sheet
+            data = f.read()
+        rows = self._rows_of(arcname)
+        if rows is None:
+            return self.writestr(arcname, data)
+        # the header row is there (text in it is escaped), so this is where the rows end
+        head, end, tail = data.partition(b"</sheetData>")
+        if not end:
+            raise RuntimeError(f"{arcname} has no rows to add the table's rows to")
+        z = self._info(arcname)
+        # the size, known in advance, decides zip64 exactly as `writestr` would
+        z.file_size = len(head) + rows.size() + len(end) + len(tail)
+        with self.open(z, "w") as out:
+            out.write(head)
+            for block in rows.blocks():
+                out.write(block)
+            out.write(end + tail)
+
+    def _rows_of(self, arcname: str) -> "_Rows | None":
+        """The streamed rows of the sheet written as `arcname`, if it has any. A sheet's path
+        is known once the writer numbers the sheets, as it writes them: in the order they
+        were made, so the next sheet with rows is almost always the first pending."""
+        for k, (ws, rows) in enumerate(self.pending):
+            if ws.path[1:] == arcname:
+                del self.pending[k]
+                return rows
+        return None
 
 
 # --- tables (Lines, Corrections, Not paid), split across sheets when long ---------------------
 
 @dataclass(frozen=True)
 class _Column:
-    """One column of a streamed table, typed as the engine holds it; converted to cell
-    values a block of rows at a time, so a million-line claim never becomes twenty million
-    Python objects at once.
+    """One column of a streamed table, typed as the engine holds it.
 
     kind: text (str; '' or None is an empty cell) | money (pence; None is empty) | date
     (day number; NO_DAY is empty) | share (share units) | bool | count (int).
@@ -451,29 +569,50 @@ class _Column:
     name: str
     kind: str
     data: pd.Series
+    encoded: "_Encoded | None" = None  # its cells, when made already (`encode`)
 
-    def values(self, lo: int, hi: int) -> list:
-        raw = self.data.iloc[lo:hi].tolist()
+    def encode(self) -> "_Encoded":
+        """The column as codes into its distinct values, each value written once as it is
+        inside its cell in the XML openpyxl writes (`<v>650</v>`, `<t>a &amp; b</t>`)."""
+        if self.encoded is not None:
+            return self.encoded
+        codes, uniques = pd.factorize(self.data, use_na_sentinel=True)
+        codes = np.asarray(codes, dtype=np.intp)
         k = self.kind
+        m = len(uniques)
+        values = np.empty(m + 1, dtype=object)  # + a last slot for the empty cell (code -1)
+        variant = np.full(m + 1, -1, dtype=np.int8)
+        raw: list[str | None] = []
         if k == "text":
-            return [None if v is None or v == "" or v != v else str(v) for v in raw]
-        if k == "money":
-            return [None if v is None or v != v else _money(v) for v in raw]
-        if k == "date":
-            return [_day(v) for v in raw]
-        if k == "share":
-            return [Decimal(money.fmt_share(v)) for v in raw]
-        if k == "bool":
-            return [bool(v) for v in raw]
-        return [int(v) for v in raw]
+            raw = [None if v is None or v != v else (str(v) or None) for v in uniques]
+            # most columns hold no character a cell cannot: look for one in all at once
+            clean = _clean if ILLEGAL_CHARACTERS_RE.search("\n".join(filter(None, raw))) \
+                else _capped
+            shown = [None if v is None else clean(v) for v in raw]
+            values[:-1] = [None if v is None else _escape(v) for v in shown]
+            variant[:-1] = [-1 if v is None else
+                            (2 if r[:1] in "=+-@" else 0) + (1 if _keeps_space(v) else 0)
+                            for v, r in zip(shown, raw)]
+            t = "inlineStr"
+        else:
+            for i, x in enumerate(uniques):
+                v = _cell_value(k, x)
+                if v is not None:
+                    if k == "date":
+                        v = to_excel(v)  # the serial number openpyxl writes for a date
+                    values[i], variant[i] = safe_string(v), 0
+            t = "b" if k == "bool" else "n"
+        if (variant[:-1] < 0).any():  # '' and NO_DAY are empty cells, as None is
+            codes = np.where(variant[codes] < 0, -1, codes)
+        return _Encoded(codes, values, variant, t, raw)
 
-    def width(self) -> float:
-        """Its header (with room for the filter button) or its longest shown value, bounded."""
+    def width(self, enc: "_Encoded") -> float:
+        """Its header (with room for the filter button) or its longest shown value, bounded
+        (`enc`: the column encoded)."""
         d = self.data
         n = 0
         if self.kind == "text":
-            text = d.dropna().astype(str)
-            n = int(text.str.len().max()) + 1 if len(text) else 0  # + the indent
+            n = max((len(v) + 1 for v in enc.raw if v is not None), default=0)  # + the indent
         elif self.kind == "money":
             vals = [int(v) for v in d.dropna().tolist()] if d.dtype == object else d
             if len(vals):
@@ -489,9 +628,170 @@ class _Column:
         return max(_chars_to_width(min(n, 60)), _chars_to_width(len(self.name) + 3))
 
 
+def _cell_value(kind: str, v):
+    """A table value as the cell value openpyxl is given for it (None: an empty cell)."""
+    if v is None or v != v:
+        return None
+    if kind == "money":
+        return _money(v)
+    if kind == "date":
+        return _day(v)
+    if kind == "share":
+        return Decimal(money.fmt_share(int(v)))
+    if kind == "bool":
+        return bool(v)
+    return int(v)
+
+
+# A text cell as openpyxl writes it with the standard library's XML writer: `<is><t>` with
+# &, < and > escaped, and xml:space="preserve" when the text has leading or trailing space.
+_TEXT_OPEN = ("<is><t>", '<is><t xml:space="preserve">')
+_TEXT_CLOSE = "</t></is></c>"
+_NUMBER_OPEN, _NUMBER_CLOSE = "<v>", "</v></c>"
+
+
+def _keeps_space(text: str) -> bool:
+    stripped = text.strip()
+    return bool(stripped) and text != stripped
+
+
+def _escape(text: str) -> str:
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "xmlcharrefreplace")  # as openpyxl's XML writer encodes
+
+
+@dataclass
+class _Encoded:
+    """A column as `_Column.encode` gives it: its distinct values, each written once.
+
+    codes: per row, its value's index (-1: an empty cell).
+    values: per distinct value (and None last, for -1), the text (escaped) or number as
+      written inside its cell's <t> or <v>; a text that needs no escaping is the engine's
+      own string, so a column of distinct ids costs no copy of them.
+    variant: per distinct value (and -1 last): which opening its cell takes. For text, +1
+      where the text keeps leading or trailing space (xml:space="preserve") and +2 where
+      it starts like a formula (Excel's quote prefix: another cell style); 0 for numbers.
+    t: the cells' type attribute (inlineStr, n or b).
+    raw: per distinct value, its text as given (text columns only; None: empty).
+    """
+
+    codes: np.ndarray
+    values: np.ndarray
+    variant: np.ndarray
+    t: str
+    raw: list
+    _nbytes: np.ndarray | None = None
+
+    @property
+    def text(self) -> bool:
+        return self.t == "inlineStr"
+
+    def nbytes(self) -> np.ndarray:
+        """Per value (and 0 last), the bytes it is written as."""
+        if self._nbytes is None:
+            self._nbytes = np.array(
+                [0 if v is None else len(v) if v.isascii() else len(_utf8(v))
+                 for v in self.values.tolist()], dtype=np.int64)
+        return self._nbytes
+
+    def take(self, rows: np.ndarray) -> "_Encoded":
+        """The column of these rows only (its distinct values: those the rows use)."""
+        used, codes = np.unique(self.codes[rows], return_inverse=True)
+        codes = codes.reshape(-1).astype(np.intp)
+        if len(used) and used[0] == -1:  # empty cells keep -1
+            used, codes = used[1:], codes - 1
+        keep = np.append(used, -1)  # and the empty cell's slot, last
+        return _Encoded(codes, self.values[keep], self.variant[keep], self.t,
+                        [self.raw[i] for i in used.tolist()] if self.raw else [])
+
+    def opens(self, plain: str | None, quoted: str | None) -> tuple:
+        """Per variant, what a cell writes between its row number and its value: `plain` or
+        `quoted` (the attributes of its two cell styles; None: a style the sheet does not
+        use) and the value's opening tag."""
+        if not self.text:
+            return (None if plain is None else plain + _NUMBER_OPEN,)
+        return tuple(None if mid is None else mid + _TEXT_OPEN[v & 1]
+                     for v, mid in enumerate((plain, plain, quoted, quoted)))
+
+    @property
+    def close(self) -> str:
+        return _TEXT_CLOSE if self.text else _NUMBER_CLOSE
+
+
+class _Rows:
+    """The data rows of one table sheet (rows `lo` to `hi` of its columns), as the XML
+    openpyxl's write-only mode writes for them, made a block of rows at a time when the
+    workbook is saved. Writing the XML here, not through a cell object per value, is what
+    takes a 100,000-line Lines sheet from 25 s to under 2 s (bench/workbook.py).
+
+    columns: per column, (letter, its `_Encoded`, its `opens`)."""
+
+    def __init__(self, columns: Sequence[tuple[str, _Encoded, tuple]], lines: np.ndarray | None,
+                 lo: int, hi: int):
+        self.columns, self.lines, self.lo, self.hi = columns, lines, lo, hi
+
+    def _opens(self, b0: int, b1: int) -> list[str]:
+        rs = range(b0 - self.lo + 2, b1 - self.lo + 2)
+        if self.lines is None:
+            return [f'<row r="{r}">' for r in rs]
+        # a row of wrapped text gets its height: LibreOffice does not fit heights on opening
+        return [f'<row r="{r}">' if n <= 1 else f'<row r="{r}"{_height(n)}>'
+                for r, n in zip(rs, self.lines[b0:b1].tolist())]
+
+    def blocks(self):
+        for b0 in range(self.lo, self.hi, _BLOCK):
+            b1 = min(b0 + _BLOCK, self.hi)
+            rs = [str(r) for r in range(b0 - self.lo + 2, b1 - self.lo + 2)]
+            cells = []
+            for letter, enc, opens in self.columns:
+                c = enc.codes[b0:b1]
+                pre, close = '<c r="' + letter, enc.close
+                cells.append([pre + r + opens[v] + x + close if v >= 0 else ""
+                              for r, v, x in zip(rs, enc.variant[c].tolist(),
+                                                 enc.values[c].tolist())])
+            yield _utf8("".join([o + "".join(row) + "</row>" for o, row in
+                                 zip(self._opens(b0, b1), zip(*cells))]))
+
+    def size(self) -> int:
+        """The bytes `blocks` makes, counted without making them."""
+        lo, hi = self.lo, self.hi
+        if hi <= lo:
+            return 0
+        # the digits of each row's number (2 … hi - lo + 1)
+        digits = np.char.str_len(np.arange(2, hi - lo + 2).astype(str)).astype(np.int64)
+        total = int(digits.sum()) + len('<row r=""></row>') * (hi - lo)
+        if self.lines is not None:
+            high = self.lines[lo:hi]
+            total += sum(len(_height(n)) for n in high[high > 1].tolist())
+        for letter, enc, opens in self.columns:
+            c = enc.codes[lo:hi]
+            full = c >= 0
+            nbytes = enc.nbytes()
+            total += int(np.bincount(c[full], minlength=len(nbytes))[:len(nbytes)] @ nbytes)
+            per_variant = np.bincount(enc.variant[c[full]], minlength=len(opens))
+            total += sum(int(k) * len(o) for k, o in zip(per_variant.tolist(), opens) if k)
+            total += int(full.sum()) * (len('<c r="') + len(letter) + len(enc.close))
+            total += int(digits[full].sum())
+        return total
+
+
+def _height(lines: int) -> str:
+    """A row's attributes for a height of `lines` lines (as openpyxl writes a row height)."""
+    return f' ht="{safe_string(float(15 * lines))}" customHeight="1"'
+
+
 _RIGHT_KINDS = ("money", "count", "share", "date")
 _FORMATS = {"money": MONEY, "date": DATE, "count": COUNT, "share": SHARE}
-_BLOCK = 10_000  # rows converted to cell values at a time
+_BLOCK = 10_000  # rows made into XML at a time
 
 
 def _table_sheets(book: _Book, base: str, columns: Sequence[_Column], rows_per_sheet: int, *,
@@ -499,13 +799,27 @@ def _table_sheets(book: _Book, base: str, columns: Sequence[_Column], rows_per_s
                   empty_note: str | None = None) -> list[tuple[str, int]]:
     """Stream a table onto `base`, `base (2)`, …; each with a header row. Returns
     (sheet title, data rows) per sheet. With `table_name`, each sheet's range is an Excel
-    table (filters, banding) named `table_name`, `table_name_2`, …; else an autofilter."""
+    table (filters, banding) named `table_name`, `table_name_2`, …; else an autofilter.
+
+    The header rows are openpyxl cells; the data rows are written by `_Rows` as the XML
+    openpyxl would write for cells styled as one prototype cell per column (two for text:
+    plain, and quote-prefixed for text that starts like a formula), byte for byte."""
     n = len(columns[0].data)
-    widths = [col.width() for col in columns]
+    encoded = [col.encode() for col in columns]
+    widths = [col.width(enc) for col, enc in zip(columns, encoded)]
     wrap = set(wrap)
+    lines = None  # per row, the lines its wrapped text takes
+    for i, (col, enc) in enumerate(zip(columns, encoded)):
+        if col.name in wrap:
+            chars = _wrap_chars(widths[i]) - 1
+            per_value = np.array([len(textwrap.wrap(v or "", chars)) for v in enc.raw] + [0],
+                                 dtype=np.int64)
+            got = per_value[enc.codes]
+            lines = got if lines is None else np.maximum(lines, got)
+    letters = [get_column_letter(i) for i in range(1, len(columns) + 1)]
     chunks = [(s, min(s + rows_per_sheet, n)) for s in range(0, n, rows_per_sheet)] or [(0, 0)]
     out = []
-    last_col = get_column_letter(len(columns))
+    last_col = letters[-1]
     for k, (lo, hi) in enumerate(chunks, 1):
         title = base if k == 1 else f"{base} ({k})"
         ws = book.wb.create_sheet(title)
@@ -521,9 +835,6 @@ def _table_sheets(book: _Book, base: str, columns: Sequence[_Column], rows_per_s
             h.alignment = _RIGHT if col.kind in _RIGHT_KINDS else _INDENT
             head.append(h)
         ws.append(head)
-        # one prototype cell per column (two for text: plain, and quote-prefixed for text
-        # that starts like a formula), re-filled for every row: a row is written out before
-        # the next is made, so streaming a million rows makes a few dozen cell objects
         protos = []
         for col in columns:
             p, q = WriteOnlyCell(ws), WriteOnlyCell(ws)
@@ -536,29 +847,29 @@ def _table_sheets(book: _Book, base: str, columns: Sequence[_Column], rows_per_s
             else:
                 p.alignment = _TOP
             q.quotePrefix = True
-            protos.append((col.kind, p, q))
-        wrapped = [(i, _wrap_chars(widths[i]) - 1) for i, col in enumerate(columns)
-                   if col.name in wrap]
-        for b0 in range(lo, hi, _BLOCK):
-            b1 = min(b0 + _BLOCK, hi)
-            cols = [col.values(b0, b1) for col in columns]
-            for r in range(b1 - b0):
-                if wrapped:  # row heights are set: LibreOffice does not fit them on opening
-                    lines = max(len(textwrap.wrap(cols[i][r] or "", chars))
-                                for i, chars in wrapped)
-                    if lines > 1:
-                        ws.row_dimensions[b0 - lo + r + 2].height = 15 * lines
-                row = []
-                for (kind, p, q), vals in zip(protos, cols):
-                    v = vals[r]
-                    if v is None:
-                        row.append(None)
-                    elif kind == "text":
-                        row.append(_set_text(q if v[:1] in "=+-@" else p, v))
-                    else:
-                        p.value = v
-                        row.append(p)
-                ws.append(row)
+            protos.append((p, q))
+        if hi > lo:
+            # a cell's style gets its number in the workbook when first written: number the
+            # prototypes in the order the rows first use them, as writing cells would
+            first = []
+            for i, (enc, (p, q)) in enumerate(zip(encoded, protos)):
+                c = enc.codes[lo:hi]
+                used = c >= 0
+                prefixed = (enc.variant[c] >= 2) & used
+                for which, cell, mask in ((0, p, used & ~prefixed), (1, q, prefixed)):
+                    if mask.any():
+                        first.append((int(np.argmax(mask)), i, which, cell))
+            ids: dict[tuple[int, int], int] = {}
+            for _r, i, which, cell in sorted(first, key=lambda x: x[:3]):
+                ids[i, which] = cell.style_id
+            cols = []
+            for i, (letter, enc, (p, q)) in enumerate(zip(letters, encoded, protos)):
+                mids = [None if (i, which) not in ids else
+                        (f'" s="{ids[i, which]}" t="{enc.t}">' if cell.has_style
+                         else f'" t="{enc.t}">')
+                        for which, cell in ((0, p), (1, q))]
+                cols.append((letter, enc, enc.opens(*mids)))
+            book.stream(ws, _Rows(cols, lines, lo, hi))
         if hi == lo and empty_note:
             ws.append([_note_cell(ws, empty_note)])
         last_row = max(hi - lo, 1) + 1
@@ -585,10 +896,13 @@ def _note_cell(ws, text: str) -> WriteOnlyCell:
     return c
 
 
-def _line_columns(lines: pd.DataFrame) -> list[_Column]:
-    """The Lines sheet's columns from typed lines (with funder_kind and milestones)."""
+def _line_columns(lines: pd.DataFrame,
+                  encoded: Mapping[str, "_Encoded"] | None = None) -> list[_Column]:
+    """The Lines sheet's columns from typed lines (with funder_kind and milestones), with
+    their cells if already made."""
     return [_Column(name, LINE_KINDS.get(name, "count" if name == "milestones" else "text"),
-                    lines[name].reset_index(drop=True)) for name in LINES_HEADERS]
+                    lines[name].reset_index(drop=True), (encoded or {}).get(name))
+            for name in LINES_HEADERS]
 
 
 class _Lines:
@@ -639,8 +953,8 @@ def _claim_book(d: _ClaimData, rows_per_sheet: int) -> bytes:
     cover = _Sheet(book, "Claim")
     outcomes = _Sheet(book, "Outcomes", freeze="B2", print_titles="1:1", max_width=45)
     funders = _Sheet(book, "Funders", freeze="B2", print_titles="1:1")
-    L = _Lines(_table_sheets(book, "Lines", _line_columns(d.lines), rows_per_sheet,
-                             table_name="LedgerLines"))
+    L = _Lines(_table_sheets(book, "Lines", _line_columns(d.lines, d.lines_encoded),
+                             rows_per_sheet, table_name="LedgerLines"))
     _corrections_sheet(book, d, rows_per_sheet)
     _not_paid_sheet(book, d, rows_per_sheet)
     recon = _Sheet(book, "Reconciliation", freeze="B3", print_titles="1:2")
@@ -771,14 +1085,12 @@ def _outcomes(s: _Sheet, d: _ClaimData, L: _Lines) -> None:
                   "amount earlier", "count to date", "amount to date", "max_count"],
               right_from=2, wrap=True)
     first = s.next_row
-    e = d.earlier
     changed = []
     for o in c.outcomes:
         r = s.next_row
         p = _price_in_force(o.prices, period.end)
         if len(_versions_in(o.prices, period)) > 1:
             changed.append(o)
-        sel = (e["outcome"] == o.id).to_numpy() if len(e) else np.zeros(0, bool)
         s.add(s.cell(o.id, align=_TOP), s.cell(o.name, align=_WRAP),
               s.cell(_money(p[1]) if p else None, fmt=MONEY),
               s.cell(p[0] if p else None, fmt=DATE),
@@ -786,8 +1098,8 @@ def _outcomes(s: _Sheet, d: _ClaimData, L: _Lines) -> None:
               s.cell(formula(L.sumifs("amount", ("outcome", f"$A{r}"))), fmt=MONEY),
               s.cell(formula(L.sumifs("amount", ("outcome", f"$A{r}"),
                                       ("funder_kind", _q("central")))), fmt=MONEY),
-              s.cell(int(e.loc[sel, "marks"].sum()) if len(e) else 0, fmt=COUNT),
-              s.cell(_money(e.loc[sel, "amount"].sum() if len(e) else 0), fmt=MONEY),
+              s.cell(d.earlier_by("outcome", o.id, "marks"), fmt=COUNT),
+              s.cell(_money(d.earlier_by("outcome", o.id)), fmt=MONEY),
               s.cell(formula(f"E{r}+H{r}"), fmt=COUNT),
               s.cell(formula(f"F{r}+I{r}"), fmt=MONEY),
               s.cell(o.max_count, fmt=COUNT))
@@ -836,12 +1148,14 @@ def _corrections_sheet(book: _Book, d: _ClaimData, rows_per_sheet: int) -> None:
     rows = lines[sel].merge(dec[["milestone_id", "decision", "reason", "detail"]],
                             on="milestone_id", how="left", sort=False)
     rows = rows.sort_values(["milestone_id", "line_id"], kind="stable").reset_index(drop=True)
-    e = d.earlier.set_index("line_id") if len(d.earlier) else None
-    known = set(e.index) if e is not None else set()
-    refs = rows["reverses"].where(rows["reverses"].isin(known))
-    period = pd.Series([e.at[x, "period"] if isinstance(x, str) else None for x in refs],
-                       dtype=object)
-    amount = pd.Series([int(e.at[x, "amount"]) if isinstance(x, str) else None for x in refs],
+    # the earlier line each reversal corrects (none for a re-rated milestone's new payment)
+    e = d.earlier
+    once = ~e["line_id"].duplicated().to_numpy()
+    at = pd.Index(e["line_id"].to_numpy()[once]).get_indexer(rows["reverses"].to_numpy()) \
+        if len(e) else np.full(len(rows), -1)
+    periods, amounts = e["period"].to_numpy()[once], e["amount"].to_numpy()[once]
+    period = pd.Series([periods[i] if i >= 0 else None for i in at.tolist()], dtype=object)
+    amount = pd.Series([int(amounts[i]) if i >= 0 else None for i in at.tolist()],
                        dtype=object)
 
     def text(name: str) -> pd.Series:
@@ -954,20 +1268,22 @@ def _statement_book(d: _ClaimData, funder_id: str, rows_per_sheet: int) -> bytes
     f = next(x for x in c.funders if x.id == funder_id)
     book = _Book(d, f"Outcomes payment statement: {f.name}, claim {claim.number}, {claim.period}",
                  f"{c.id} claim {claim.period} statement for {f.id}")
-    mine = d.lines[d.lines["funder"] == funder_id].reset_index(drop=True)
+    rows = d.rows_of(funder_id)
+    mine = d.lines.take(rows).reset_index(drop=True)
     mine["milestones"] = _milestone_marks(mine)  # one line per milestone here: ±1 each
     cover = _Sheet(book, "Statement")
-    L = _Lines(_table_sheets(book, "Lines", _line_columns(mine), rows_per_sheet,
-                             table_name="LedgerLines"))
+    # the claim's Lines cells, those of the funder's rows (its milestones column is its own)
+    cols = [col if col.name == "milestones" else
+            _Column(col.name, col.kind, col.data, d.lines_encoded[col.name].take(rows))
+            for col in _line_columns(mine)]
+    L = _Lines(_table_sheets(book, "Lines", cols, rows_per_sheet, table_name="LedgerLines"))
     hist = _Sheet(book, "History", freeze="A2", print_titles="1:1")
 
     # History: one row per claim to date, this one last (a formula over its Lines)
     _head_row(hist, ["claim", "period", "from", "to", "amount claimed", "claimed to date"],
               right_from=2)
     first = hist.next_row
-    e = d.earlier
-    by_period = e[e["funder"] == funder_id].groupby("period")["amount"].sum() if len(e) else {}
-    entries = [(k + 1, p, _money(by_period.get(p.label, 0)))
+    entries = [(k + 1, p, _money(d.earlier_in(funder_id, p.label)))
                for k, p in enumerate(d.earlier_periods)]
     entries.append((claim.number, claim.period, formula(L.sum("amount"))))
     for num, p, amount in entries:

@@ -5,6 +5,8 @@
 - every sheet's print and view settings; the ledger hash on the cover;
 - the same inputs give the same bytes (timestamps come from the claim, not the clock);
 - long claims continue on `Lines (2)`, … with the formulas covering every Lines sheet;
+- the long tables' rows, written as XML directly for speed, are byte for byte what openpyxl
+  writes cell by cell (hypothesis, with text as hostile as evidence gets);
 - evidence text that looks like a formula stays text;
 - LibreOffice recalculates every formula total to the ledger's figure, to the penny, and
   prints the cover page with its figures (skipped, with the reason, without `soffice`).
@@ -21,19 +23,24 @@ import re
 import shutil
 import subprocess
 import textwrap
+import warnings
 import zipfile
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import openpyxl
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sib.workbook as wbmod
 from sib.cli import cli
+from sib.evidence import EPOCH, NO_DAY
 from sib.issue import prepare_claim
 from sib.ledger import History, issued_periods, read_history
 from sib.workbook import Header, claim_workbooks
@@ -383,6 +390,196 @@ def test_rows_per_sheet_is_checked(claim13) -> None:
     with pytest.raises(ValueError, match="rows_per_sheet"):
         claim_workbooks(prep.lc.contract, prep.claim, History.empty(),
                         Header(prepared_at=PREPARED_AT, ledger_sha256="x"), rows_per_sheet=0)
+
+
+def workbook_inputs(ws: Path, period: str) -> tuple:
+    """(contract, claim, history, header) that `build` gives `claim_workbooks`."""
+    prep = prepare_claim(ws, None, period, workbooks=False)
+    root = ws / "ledgers" / prep.lc.contract.id
+    before = [p for p in issued_periods(root, prep.lc.contract.claims) if p < prep.claim.period]
+    header = Header(prepared_at=PREPARED_AT,
+                    ledger_sha256=hashlib.sha256(prep.files["ledger.csv"]).hexdigest())
+    return prep.lc.contract, prep.claim, read_history(root, before, "ledgers"), header
+
+
+def test_the_lines_workbook_is_the_claim_workbooks_lines_sheets(example, claim13_small) -> None:
+    """`lines_workbook` (what bench/workbook.py times) writes the claim's Lines sheets alone."""
+    c, claim, history, header = workbook_inputs(example, "2022-Q1")
+    wb = load(wbmod.lines_workbook(c, claim, history, header, rows_per_sheet=300))
+    assert wb.sheetnames == ["Lines", "Lines (2)", "Lines (3)"]
+    _prep, books = claim13_small
+    full = load(books["claim.xlsx"])
+    assert lines_rows(wb) == lines_rows(full)
+    assert [c.value for c in wb["Lines"][1]] == [c.value for c in full["Lines"][1]]
+    with pytest.raises(ValueError, match="rows_per_sheet"):
+        wbmod.lines_workbook(c, claim, history, header, rows_per_sheet=0)
+
+
+# --- the streamed rows are the XML openpyxl writes ------------------------------------------------
+
+def cell_by_cell_tables(book, base: str, columns, rows_per_sheet: int, *, table_name=None,
+                        freeze: str = "B2", wrap=(), empty_note=None) -> None:
+    """How sib/workbook.py wrote a table before issue 7: an openpyxl cell per value (one
+    prototype cell per column, two for text, re-filled for every row). The reference that
+    the rows written directly as XML are compared with, byte for byte."""
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.filters import AutoFilter
+    from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+
+    from sib import money
+
+    def values(col, lo: int, hi: int) -> list:
+        raw, k = col.data.iloc[lo:hi].tolist(), col.kind
+        if k == "text":
+            return [None if v is None or v == "" or v != v else str(v) for v in raw]
+        if k == "money":
+            return [None if v is None or v != v else money.pounds(int(v)) for v in raw]
+        if k == "date":
+            return [None if int(v) >= NO_DAY else date.fromordinal(int(v) + EPOCH)
+                    for v in raw]
+        if k == "share":
+            return [Decimal(money.fmt_share(v)) for v in raw]
+        if k == "bool":
+            return [bool(v) for v in raw]
+        return [int(v) for v in raw]
+
+    def width(col) -> float:
+        d, n = col.data, 0
+        if col.kind == "text":
+            text = d.dropna().astype(str)
+            n = int(text.str.len().max()) + 1 if len(text) else 0
+        elif col.kind == "money":
+            vals = [int(v) for v in d.dropna().tolist()] if d.dtype == object else d
+            if len(vals):
+                n = max(len(money.fmt_gbp(int(min(vals)))), len(money.fmt_gbp(int(max(vals)))))
+        elif col.kind == "count":
+            n = len(f"{int(d.abs().max()):,}") + 1 if len(d) else 1
+        else:
+            n = {"date": 10, "share": 7, "bool": 5}[col.kind]
+        return max(wbmod._chars_to_width(min(n, 60)), wbmod._chars_to_width(len(col.name) + 3))
+
+    n = len(columns[0].data)
+    widths = [width(col) for col in columns]
+    wrap = set(wrap)
+    chunks = [(s, min(s + rows_per_sheet, n)) for s in range(0, n, rows_per_sheet)] or [(0, 0)]
+    last_col = get_column_letter(len(columns))
+    for k, (lo, hi) in enumerate(chunks, 1):
+        ws = book.wb.create_sheet(base if k == 1 else f"{base} ({k})")
+        book.page_setup(ws, "1:1")
+        for i, w in enumerate(widths, 1):
+            ws.column_dimensions[get_column_letter(i)].width = w
+        ws.freeze_panes = freeze
+        head = []
+        for col in columns:
+            h = WriteOnlyCell(ws)
+            wbmod._set_text(h, col.name)
+            h.font, h.fill, h.border = wbmod._BOLD, wbmod._HEAD_FILL, wbmod._HEAD_BORDER
+            h.alignment = wbmod._RIGHT if col.kind in wbmod._RIGHT_KINDS else wbmod._INDENT
+            head.append(h)
+        ws.append(head)
+        protos = []
+        for col in columns:
+            p, q = WriteOnlyCell(ws), WriteOnlyCell(ws)
+            if col.kind in wbmod._FORMATS:
+                p.number_format = wbmod._FORMATS[col.kind]
+            if col.name in wrap:
+                p.alignment = q.alignment = wbmod._WRAP_INDENT
+            elif col.kind == "text":
+                p.alignment = q.alignment = wbmod._INDENT
+            else:
+                p.alignment = wbmod._TOP
+            q.quotePrefix = True
+            protos.append((col.kind, p, q))
+        wrapped = [(i, wbmod._wrap_chars(widths[i]) - 1) for i, col in enumerate(columns)
+                   if col.name in wrap]
+        cols = [values(col, lo, hi) for col in columns]
+        for r in range(hi - lo):
+            if wrapped:
+                lines = max(len(textwrap.wrap(cols[i][r] or "", chars)) for i, chars in wrapped)
+                if lines > 1:
+                    ws.row_dimensions[r + 2].height = 15 * lines
+            row = []
+            for (kind, p, q), vals in zip(protos, cols):
+                v = vals[r]
+                if v is None:
+                    row.append(None)
+                elif kind == "text":
+                    row.append(wbmod._set_text(q if v[:1] in "=+-@" else p, v))
+                else:
+                    p.value = v
+                    row.append(p)
+            ws.append(row)
+        if hi == lo and empty_note:
+            ws.append([wbmod._note_cell(ws, empty_note)])
+        ref = f"A1:{last_col}{max(hi - lo, 1) + 1}"
+        if table_name:
+            name = table_name if k == 1 else f"{table_name}_{k}"
+            t = Table(displayName=name, name=name, ref=ref)
+            t.tableStyleInfo = TableStyleInfo(name="TableStyleLight1", showRowStripes=True)
+            t.tableColumns = [TableColumn(id=i, name=col.name) for i, col in enumerate(columns, 1)]
+            t.autoFilter = AutoFilter(ref=ref)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ws.add_table(t)
+        else:
+            ws.auto_filter.ref = ref
+
+
+# text as evidence and details have it, and as it should never be: formula-like, spaced,
+# markup, control characters, lone surrogates, astral characters, tabs, over a cell's size
+TRICKY = ("", " ", "  lead", "trail ", "\tTab", "=HYPERLINK(\"x\",\"y\")", "+44 20 7946 0000",
+          "-1", "@SUM(A1)", "a&b<c>d\"e'f", "é€😀", "\ud800x", "ctl\x01\x1f", "\x85nel\u2028",
+          "line\nbreak", "cr\r\nlf", "12.50", "2022-01-01", "\u00a0nbsp\u00a0",
+          "withdrawn by the provider; the earlier payment is reversed and paid again " * 3,
+          "x" * 33_000)
+texts = st.one_of(st.sampled_from(TRICKY), st.text(max_size=20), st.none())
+TABLE_KINDS = (("ref", "text"), ("amount", "money"), ("achieved_on", "date"),
+               ("share", "share"), ("late", "bool"), ("milestones", "count"),
+               ("detail", "text"))
+
+
+@st.composite
+def tables(draw) -> tuple[list, int, bool]:
+    n = draw(st.integers(0, 25))
+    col = {
+        "text": lambda: st.lists(texts, min_size=n, max_size=n),
+        "money": lambda: st.lists(st.one_of(st.none(), st.integers(-10**14 + 1, 10**14 - 1),
+                                            st.sampled_from([0, 65000, -29419, 1])),
+                                  min_size=n, max_size=n),
+        "date": lambda: st.lists(st.one_of(st.integers(-25567, 84000),
+                                           st.just(int(NO_DAY))),
+                                 min_size=n, max_size=n),
+        "share": lambda: st.lists(st.integers(1, 1_000_000), min_size=n, max_size=n),
+        "bool": lambda: st.lists(st.booleans(), min_size=n, max_size=n),
+        "count": lambda: st.lists(st.integers(-1, 1), min_size=n, max_size=n)}
+    columns = []
+    for name, kind in TABLE_KINDS:
+        data = draw(col[kind]())
+        dtype = object if kind in ("text", "money") else (bool if kind == "bool" else "int64")
+        columns.append(wbmod._Column(name, kind, pd.Series(data, dtype=dtype)))
+    return columns, draw(st.integers(1, 30)), draw(st.booleans())
+
+
+@settings(max_examples=60)
+@given(table=tables())
+def test_rows_written_as_xml_are_the_bytes_openpyxl_writes_cell_by_cell(table) -> None:
+    """The long tables' rows are XML written directly (issue 7: a cell object per value was
+    too slow); the workbook must be byte for byte the one openpyxl writes from cells —
+    values, types, styles and their numbering, row heights of wrapped text, quote prefixes,
+    escapes, sheets continued — and the size announced to the zip must be the size written."""
+    columns, per_sheet, is_table = table
+    stand_in = SimpleNamespace(largest_pence=10**9, largest_count=10**4, title="Claim 1",
+                               header=Header(prepared_at=PREPARED_AT, ledger_sha256="0" * 64))
+    kw = dict(table_name="LedgerLines" if is_table else None, wrap=("detail",),
+              empty_note="No lines.")
+    direct = wbmod._Book(stand_in, "t", "s")
+    wbmod._table_sheets(direct, "Lines", columns, per_sheet, **kw)
+    for _ws, rows in direct.streams:
+        assert len(b"".join(rows.blocks())) == rows.size()
+    by_cells = wbmod._Book(stand_in, "t", "s")
+    cell_by_cell_tables(by_cells, "Lines", columns, per_sheet, **kw)
+    assert direct.save() == by_cells.save()
 
 
 # --- evidence text that looks like a formula ------------------------------------------------------
