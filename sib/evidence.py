@@ -8,11 +8,16 @@ collected — all of them, in one run — as `path:row:col`, where row is the sp
 (the header is row 1, the first data row is row 2; in a CSV a quoted value spanning lines
 is one row, and a blank line is a row) and col is the 1-based column number in the file.
 
+Reading is whole-column: a CSV is parsed by pandas' C parser when its records can be told
+apart from its bytes (the usual export; else by the csv module, which is the reference and
+gives the same records), and dates, numbers and statuses are parsed once per distinct value.
+
 Must not decide eligibility or money (that is reconcile.py) and must not write anything.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -141,6 +146,8 @@ class _Table:
     ragged: spreadsheet row → message, for CSV rows whose cell count differs from the
       header's (kept in frame, padded with blanks or cut to the header's width; their cells
       are not trustworthy, so only their ids are used).
+    plain: True when no cell can hold a control character (seen in the file's bytes), so
+      the per-cell search for one can be skipped.
     problems / notices: what was found while reading (and later, while checking).
     """
 
@@ -149,6 +156,7 @@ class _Table:
         self.frame: pd.DataFrame | None = None
         self.colno: dict[str, int] = {}
         self.ragged: dict[int, str] = {}
+        self.plain = False
         self.problems: list[Problem] = []
         self.notices: list[Problem] = []
 
@@ -209,6 +217,38 @@ def _read_csv(src: Source, table: _Table) -> None:
         table.problems.append(Problem(table.shown, None, None, "empty-file",
                                       "the file is empty; it needs a header row"))
         return
+    cells = _csv_cells_fast(text, raw) or _csv_cells(text, table)
+    if cells is None:
+        return
+    names = _header(cells.header, table)
+    if names is None:
+        return
+    table.plain = cells.plain
+    table.frame = _fill(table, names, cells)
+
+
+class _Cells(NamedTuple):
+    """The records of a CSV file.
+
+    header: the first record's cells.
+    body: the other records' cells as columns, one per header cell: padded with '', or cut.
+    counts: each body record's own number of cells (0 for a blank line).
+    rest_blank: for each body record, whether all its cells beyond the header's are blank.
+    plain: True when no cell holds a control character (see _Table.plain).
+    trimmed: True when no cell starts or ends with white space.
+    """
+
+    header: list[str]
+    body: list[np.ndarray]
+    counts: np.ndarray
+    rest_blank: np.ndarray
+    plain: bool = False
+    trimmed: bool = False
+
+
+def _csv_cells(text: str, table: _Table) -> _Cells | None:
+    """The records of a CSV text read with the csv module (the reference reading); None,
+    with a problem, when the csv module cannot read it."""
     # newline="" so that \r\n, \n and \r all end records and quoted line breaks survive
     reader = csv.reader(io.StringIO(text, newline=""))
     records: list[list[str]] = []
@@ -221,25 +261,132 @@ def _read_csv(src: Source, table: _Table) -> None:
             f"the CSV cannot be read from here on ({quoted(e, 200)[1:-1]}); check the quotes "
             "in this row, or "
             "export the file again as CSV UTF-8"))
-        return
-    names = _header(records[0], table)
-    if names is None:
-        return
-    width = len(names)
-    rows, data = [], []
-    for row, rec in enumerate(records[1:], start=2):
-        if not any(cell.strip() for cell in rec):
-            continue
-        if len(rec) != width:
-            table.problems.append(Problem(
-                table.shown, row, None, "ragged-row",
-                f"row {row} has {len(rec)} cells but the header has {width}; check for a stray "
-                "comma, or a value containing a comma that is not in double quotes"))
-            table.ragged[row] = f"it has {len(rec)} cells but the header has {width}"
-            rec = (rec + [""] * width)[:width]
-        rows.append(row)
-        data.append(rec)
-    table.frame = _frame(data, names, rows)
+        return None
+    body, width = records[1:], len(records[0])
+    counts = np.fromiter(map(len, body), dtype=np.int64, count=len(body))
+    rest_blank = np.ones(len(body), dtype=bool)
+    odd = np.flatnonzero(counts != width)
+    if len(odd):
+        body = list(body)
+        for i in odd.tolist():
+            rec = body[i]
+            rest_blank[i] = not any(cell.strip() for cell in rec[width:])
+            body[i] = (rec + [""] * width)[:width]
+    matrix = np.array(body, dtype=object).reshape(len(body), width)
+    return _Cells(records[0], [np.ascontiguousarray(matrix[:, j]) for j in range(width)],
+                  counts, rest_blank)
+
+
+def _csv_cells_fast(text: str, raw: bytes) -> _Cells | None:
+    """What `_csv_cells` gives, read by pandas' C parser, for a text whose records can be
+    told apart with whole-array operations on its bytes; None for any other text (then
+    the csv module reads it).
+
+    The csv module is the reference: it is what gives a quoted line break its place in one
+    row, a blank line its row, and a record's true cell count (pandas pads short records).
+    So the structure is found here — record ends and delimiters are the line breaks and
+    commas outside quotes, quotes counted from the start — and pandas is used only for
+    texts where both read the same: no lone carriage return, no second byte-order mark,
+    every quote opening a field or closing it (or doubled inside it), no field longer
+    than the csv module accepts, and no row so much wider than the rest that padding
+    would cost more than the cells.
+    """
+    if text.startswith("\ufeff") or ("\r" in text and text.count("\r") != text.count("\r\n")):
+        return None
+    # the bytes of the text (raw without its byte-order mark): each of the ASCII
+    # characters looked for here is one byte, and no other character contains that byte
+    body = raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw
+    b = np.frombuffer(body, dtype=np.uint8)
+    n = len(b)
+    quotes = np.flatnonzero(b == ord('"'))
+    if len(quotes) % 2:
+        return None
+    if len(quotes):
+        before = np.concatenate(([ord(",")], b))[quotes]      # byte before each quote
+        after = np.concatenate((b, [ord(",")]))[quotes + 1]    # byte after it
+        prev_quote = np.concatenate(([-2], quotes[:-1])) == quotes - 1
+        next_quote = np.concatenate((quotes[1:], [-2])) == quotes + 1
+        opening = np.arange(len(quotes)) % 2 == 0
+        ok = np.where(opening,
+                      np.isin(before, (ord(","), ord("\n"))) | prev_quote,
+                      np.isin(after, (ord(","), ord("\n"), ord("\r"))) | next_quote)
+        if not ok.all():
+            return None
+    commas = np.flatnonzero(b == ord(","))
+    breaks = np.flatnonzero(b == ord("\n"))
+    # the only control characters are line ends, and none is in a quoted value
+    plain = (np.count_nonzero((b < 0x20) | (b == 0x7f))
+             == len(breaks) + (np.count_nonzero(b == ord("\r")) if "\r" in text else 0))
+    # outside quotes: an even number of quotes before it
+    if len(quotes):
+        commas = commas[np.searchsorted(quotes, commas) % 2 == 0]
+        outside = breaks[np.searchsorted(quotes, breaks) % 2 == 0]
+        plain &= len(outside) == len(breaks)
+        breaks = outside
+    ends = breaks
+    if not len(ends) or ends[-1] != n - 1:
+        ends = np.append(ends, n)  # a last record without a line break
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    stops = ends - ((ends > starts) & (np.concatenate((b, [0]))[ends - 1] == ord("\r")))
+    counts = np.diff(np.searchsorted(commas, np.concatenate(([0], ends)))) + 1
+    counts[stops == starts] = 0  # a blank line is a record with no cells
+    if (ends - starts).max(initial=0) > csv.field_size_limit():  # a record, so maybe a field
+        seps = np.concatenate(([-1], np.sort(np.concatenate((commas, ends)))))
+        if np.diff(seps).max(initial=0) - 1 > csv.field_size_limit():
+            return None
+    trimmed = False
+    if not len(quotes):
+        # the bytes at the edges of every cell (clipped, so sometimes a delimiter: that is
+        # never white space); white space is ASCII 9-13 and 28-32 (10 and 13 end records
+        # here) or a character beyond ASCII, whose bytes are all 0x80 or above
+        edges = b[np.clip(np.concatenate((commas + 1, commas - 1, starts, stops - 1)), 0,
+                          n - 1)]
+        trimmed = not np.any((edges == 9) | (edges == 11) | (edges == 12)
+                             | ((edges >= 28) & (edges <= 32)) | (edges >= 0x80))
+    width = int(counts.max(initial=0))
+    if width * len(counts) > 2 * int(counts.sum()) + 10_000:
+        return None
+    try:
+        frame = pd.read_csv(io.BytesIO(body), header=None, names=range(max(width, 1)),
+                            dtype=object, na_filter=False, keep_default_na=False,
+                            skip_blank_lines=False, index_col=False, engine="c")
+    except (pd.errors.ParserError, ValueError):
+        return None
+    if len(frame) != len(counts):
+        return None
+    columns = [frame[j].to_numpy(dtype=object)[1:] for j in range(width)]
+    header, counts = list(frame.iloc[0, : counts[0]]), counts[1:]
+    rest_blank = np.ones(len(counts), dtype=bool)
+    for i in np.flatnonzero(counts > len(header)).tolist():
+        rest_blank[i] = not any(col[i].strip() for col in columns[len(header):counts[i]])
+    return _Cells(header, columns[: len(header)], counts, rest_blank, bool(plain), trimmed)
+
+
+def _fill(table: _Table, names: list[str], cells: _Cells) -> pd.DataFrame:
+    """The table's frame from its body records: trimmed text, the header's width, records
+    blank within it dropped; a ragged-row problem for each record whose cell count is not
+    the header's, unless all its cells are blank."""
+    body, counts = cells.body, cells.counts
+    width, rows = len(names), np.arange(len(counts), dtype=np.int64) + 2  # == len(body)
+    blank = np.ones(len(counts), dtype=bool)
+    columns = []
+    for col in body:
+        if not cells.trimmed:
+            col = np.fromiter(map(str.strip, col), dtype=object, count=len(counts))
+        blank &= col == ""
+        columns.append(col)
+    ragged = counts != width
+    for i in np.flatnonzero(ragged & ~(blank & cells.rest_blank)).tolist():
+        row, count = int(rows[i]), int(counts[i])
+        table.problems.append(Problem(
+            table.shown, row, None, "ragged-row",
+            f"row {row} has {count} cells but the header has {width}; check for a stray "
+            "comma, or a value containing a comma that is not in double quotes"))
+        table.ragged[row] = f"it has {count} cells but the header has {width}"
+    keep = ~blank
+    index = pd.Index(rows[keep] - 2)
+    return pd.DataFrame({n: pd.Series(c[keep], index=index, dtype=str, copy=False)
+                         for n, c in zip(names, columns)}, index=index, copy=False)
 
 
 def _frame(data: list[list[str]], names: list[str], rows: list[int]) -> pd.DataFrame:
@@ -399,9 +546,7 @@ def read_table(src: Source) -> _Table:
     else:
         _read_csv(src, table)
     if table.frame is not None:
-        frame = table.frame
-        for col in frame.columns:
-            frame[col] = frame[col].astype(str).str.strip()
+        frame = table.frame  # its cells are trimmed text already
         drop = [c for c in frame.columns if c.startswith(_BLANK)]
         if ROW in frame.columns:
             drop.append(ROW)
@@ -412,8 +557,9 @@ def read_table(src: Source) -> _Table:
             del table.colno[ROW]
         if drop:
             frame = frame.drop(columns=drop)
-        if len(frame.columns):
-            empty = (frame == "").all(axis=1)
+        if drop and len(frame.columns):  # (the readers drop the rows blank in every column)
+            empty = np.logical_and.reduce([frame[c].to_numpy(dtype=object) == ""
+                                           for c in frame.columns])
             if empty.any():
                 frame = frame[~empty]
         if frame.empty:
@@ -425,12 +571,28 @@ def read_table(src: Source) -> _Table:
 
 # --- typing values -----------------------------------------------------------------------
 
+def _by_distinct(values: pd.Series, parse: Callable[[pd.Series], tuple[np.ndarray, ...]]
+                 ) -> tuple[np.ndarray, ...]:
+    """`parse`, an element-wise parser, applied once per distinct value and spread back:
+    dates and numbers repeat heavily (a few thousand days among a million rows). Only for
+    text; other values (never from the readers) are parsed as they are."""
+    cells = values.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(cells, skipna=False) != "string":
+        return parse(values)
+    codes, distinct = pd.factorize(cells)
+    return tuple(a[codes] for a in parse(pd.Series(distinct, dtype=object)))
+
+
 def parse_days(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Dates as day numbers; (days, ok). Blank → NO_DAY and ok; unparseable → not ok.
 
     Accepts ISO 2022-03-31 and UK 31/03/2022 (trimmed text); a date that does not exist
     (2022-02-30) or whose year is outside MIN_YEAR..MAX_YEAR is not ok.
     """
+    return _by_distinct(values, _parse_days)
+
+
+def _parse_days(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     ser = pd.Series(values.to_numpy(dtype=object), dtype=object).astype(str)
     days = np.full(len(ser), NO_DAY, dtype=np.int64)
     ok = np.ones(len(ser), dtype=bool)
@@ -456,6 +618,10 @@ def parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
     Not money: money never passes through here.
     """
+    return _by_distinct(values, _parse_numbers)
+
+
+def _parse_numbers(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     ser = pd.Series(values.to_numpy(dtype=object), dtype=object).astype(str).str.strip()
     out = np.full(len(ser), np.nan)
     if not len(ser):
@@ -578,7 +744,9 @@ class _Rows:
         self.rows = frame[ROW].to_numpy(dtype=np.int64)
         self.ragged = np.isin(self.rows, list(table.ragged))
         self.bad = self.ragged.copy()
-        self.why = np.array([table.ragged.get(int(r), "") for r in self.rows], dtype=object)
+        self.why = np.full(len(self.rows), "", dtype=object)
+        for i in np.flatnonzero(self.ragged).tolist():
+            self.why[i] = table.ragged[int(self.rows[i])]
 
     def flag(self, mask: np.ndarray, col: str | None, code: str,
              msg: Callable[[int], str]) -> None:
@@ -662,7 +830,7 @@ def _check_participants(c: Contract, ptab: _Table,
     rows = _Rows(ptab, pf)
     has = set(pf.columns)
     if "participant_id" in has:
-        blank = (pf["participant_id"] == "").to_numpy()
+        blank = pf["participant_id"].to_numpy(dtype=object) == ""
         rows.flag(blank, "participant_id", "blank-value",
                   lambda i: "participant_id is blank; fill in the participant's case id")
         # the same id twice: every row of it is invalid (which one is right is unknown),
@@ -714,8 +882,12 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
     # an exact repeat of a row is reported and counted once (ragged rows are never "exact")
     content = [col for col in mf.columns if col != ROW]
     ragged = np.isin(mf[ROW].to_numpy(), list(mtab.ragged))
-    exact = (mf[~ragged].duplicated(subset=content, keep="first")
-             .reindex(mf.index, fill_value=False).to_numpy(dtype=bool))
+    # only rows sharing a milestone_id can be exact repeats: compare whole rows among those
+    shared = mf["milestone_id"].duplicated(keep=False).to_numpy(dtype=bool)
+    maybe = ~ragged & shared
+    exact = np.zeros(len(mf), dtype=bool)
+    if maybe.any():
+        exact[maybe] = mf[maybe].duplicated(subset=content, keep="first").to_numpy(dtype=bool)
     repeats = [Problem(mtab.shown, int(r), None, "repeated-row",
                        f"row {int(r)} repeats milestone {quoted(mid)} exactly (same values in "
                        "every "
@@ -727,13 +899,17 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
 
     for col in ("milestone_id", "participant_id", "milestone", "status"):
         if col in has:
-            rows.flag((mf[col] == "").to_numpy(), col, "blank-value",
+            rows.flag(mf[col].to_numpy(dtype=object) == "", col, "blank-value",
                       lambda i, col=col: f"{col} is blank; every milestone row needs one")
     _flag_control_characters(mf, rows, ["milestone_id", "participant_id", "milestone",
                                         "evidence_ref", "evidence_type", *sorted(mile_cols)], has)
-    status = mf["status"].str.lower()
+    # status is one of a few words: lower-cased and tested once per distinct value
+    codes, distinct = pd.factorize(mf["status"].to_numpy(dtype=object))
+    lower = [s.lower() for s in distinct]
+    status = pd.Series(np.array(lower, dtype=object)[codes], index=mf.index, dtype=str)
+    verified = np.array([s == "verified" for s in lower], dtype=bool)[codes]
     if "status" in has:
-        badstatus = ~status.isin(STATUSES).to_numpy() & (status != "").to_numpy()
+        badstatus = np.array([s not in STATUSES and s != "" for s in lower], dtype=bool)[codes]
         rows.flag(badstatus, "status", "bad-value",
                   lambda i: f"status {quoted(mf['status'].iat[i])} is not one of verified, "
                             "pending, "
@@ -747,7 +923,6 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
         rows.flag(aok & (adays == NO_DAY), "achieved_on", "blank-value",
                   lambda i: "achieved_on is blank; give the date the milestone was achieved "
                             "(e.g. 2022-03-31)")
-    verified = (status == "verified").to_numpy()
     if "verified_on" in has:
         rows.flag(~vok, "verified_on", "bad-date",
                   lambda i: f"verified_on {quoted(mf['verified_on'].iat[i])} is not a date; "
@@ -756,7 +931,7 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
                   lambda i: "status is verified but verified_on is blank; give the date the "
                             "evidence was verified, or set status to pending")
     if "evidence_ref" in has:
-        rows.flag(verified & (mf["evidence_ref"] == "").to_numpy(), "evidence_ref",
+        rows.flag(verified & (mf["evidence_ref"].to_numpy(dtype=object) == ""), "evidence_ref",
                   "missing-verification",
                   lambda i: "status is verified but evidence_ref is blank; give the reference "
                             "of the evidence held (e.g. the payslip scan id), or set status to "
@@ -781,7 +956,9 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
     # the same id in rows with different content: all of them are invalid (which one is
     # right is unknown); reported at each row after the first
     ids = mf["milestone_id"]
-    dup = ids.duplicated(keep=False).to_numpy() & (ids != "").to_numpy()
+    if exact.any():
+        shared = ids.duplicated(keep=False).to_numpy(dtype=bool)
+    dup = shared & (ids.to_numpy(dtype=object) != "")
     if dup.any():
         rows_of = {mid: sorted(int(r) for r in g)
                    for mid, g in mf[dup].groupby("milestone_id")[ROW]}
@@ -825,6 +1002,21 @@ def _check_milestones(c: Contract, mtab: _Table, mile_cols: dict[str, tuple],
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
+def _control_characters(values: pd.Series, plain: bool) -> np.ndarray:
+    """Which values hold a control character. None does in a plain table (_Table.plain),
+    nor in a column whose joined text is printable: the per-value search runs only when
+    one may."""
+    cells = values.to_numpy(dtype=object)
+    if plain:
+        return np.zeros(len(cells), dtype=bool)
+    try:
+        if "".join(cells).isprintable():  # every control character is unprintable
+            return np.zeros(len(cells), dtype=bool)
+    except TypeError:  # not all text
+        pass
+    return values.str.contains(_CONTROL.pattern, regex=True).to_numpy(dtype=bool)
+
+
 def _flag_control_characters(frame: pd.DataFrame, rows: "_Rows", cols: list[str],
                              has: set[str]) -> None:
     """A control character (a line break, a tab, an escape) in an id, a code or a column
@@ -833,7 +1025,7 @@ def _flag_control_characters(frame: pd.DataFrame, rows: "_Rows", cols: list[str]
     for col in cols:
         if col not in has:
             continue
-        bad = frame[col].str.contains(_CONTROL.pattern, regex=True).to_numpy(dtype=bool)
+        bad = _control_characters(frame[col], rows.table.plain)
         rows.flag(bad, col, "bad-text",
                   lambda i, col=col: f"{col} {quoted(frame[col].iat[i])} holds a control "
                                      "character (a line break, tab or escape); ids and codes "

@@ -42,7 +42,6 @@ import pandas as pd
 from sib import money
 from sib.contract import Contract
 from sib.evidence import day_number
-from sib.ledger import History
 from sib.model_format import ENROLMENT, Z90, LoadedAssumptions
 from sib.period import Period
 from sib.reconcile import Cols, Rows, claim_after, no_lines
@@ -255,8 +254,9 @@ class RunResult:
 
 
 def claim_history(plan: Plan, participants: pd.DataFrame, milestones: pd.DataFrame
-                  ) -> tuple[History, list]:
-    """Claim every period in order through the engine; (all lines, each period's Claim).
+                  ) -> tuple[Cols, list]:
+    """Claim every period in order through the engine; (all lines as columns, each period's
+    Claim).
 
     The earlier lines are kept as columns from claim to claim (`reconcile.claim_after`, what
     `compute_claim` does after reading the ledgers), not rebuilt as a frame every period."""
@@ -275,7 +275,7 @@ def claim_history(plan: Plan, participants: pd.DataFrame, milestones: pd.DataFra
         claim = claim_after(plan.contract, ev, earlier, number, period)
         earlier = earlier.then(claim.line_cols)
         claims.append(claim)
-    return History(tuple(p.label for p in plan.periods), earlier.frame()), claims
+    return earlier, claims
 
 
 def _price(plan: Plan, outcome_ix: int, basis_day: int) -> int:
@@ -291,43 +291,49 @@ def run_one(plan: Plan, run: int, seed: int) -> RunResult:
     """History `run` of the model seeded `seed`, claimed period by period."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(run,)))
     pf, mf = simulate(plan, rng)
-    history, claims = claim_history(plan, pf, mf)
+    lines, claims = claim_history(plan, pf, mf)
     c = plan.contract
-    lines = history.lines
     fids = [f.id for f in c.funders]
     labels = [p.label for p in plan.periods]
-    pay = np.zeros((len(labels), len(fids)), dtype=np.int64)
-    if len(lines):
-        g = lines.groupby(["period", "funder"])["amount"].sum()
-        pi = {p: i for i, p in enumerate(labels)}
-        fi = {f: i for i, f in enumerate(fids)}
-        for (p, f), v in g.items():
-            pay[pi[p], fi[f]] = int(v)
     oids = [o.id for o in c.outcomes]
-    oi = {o: i for i, o in enumerate(oids)}
-    count = np.zeros(len(oids), dtype=np.int64)
+    amount_of = lines["amount"].astype(np.int64)
+    period_at = _positions(lines["period"], labels)
+    funder_at = _positions(lines["funder"], fids)
+    outcome_at = _positions(lines["outcome"], oids)
+    pay = np.zeros((len(labels), len(fids)), dtype=np.int64)
+    np.add.at(pay, (period_at, funder_at), amount_of)
+    paid = lines["kind"] == "payment"
+    count = np.zeros(len(oids), dtype=np.int64)  # milestones paid at least once, per outcome
+    pairs = np.unique(np.stack([outcome_at[paid], pd.factorize(lines["milestone_id"][paid])[0]]),
+                      axis=1) if paid.any() else np.zeros((2, 0), dtype=np.int64)
+    np.add.at(count, pairs[0], 1)
     amount = np.zeros(len(oids), dtype=np.int64)
+    np.add.at(amount, outcome_at, amount_of)
     withheld = np.zeros(len(oids), dtype=np.int64)
-    if len(lines):
-        pay_lines = lines[lines["kind"] == "payment"]
-        for o, v in pay_lines.groupby("outcome")["milestone_id"].nunique().items():
-            count[oi[o]] = int(v)
-        for o, v in lines.groupby("outcome")["amount"].sum().items():
-            amount[oi[o]] = int(v)
-        for o, v in pay_lines.groupby("outcome")["capped"].sum().items():
-            withheld[oi[o]] += int(v)
+    np.add.at(withheld, outcome_at[paid], lines["capped"].astype(np.int64)[paid])
     if claims:
-        d = claims[-1].decisions
-        refused = d[(d["decision"] == "rejected") & d["reason"].isin(CAP_REJECTIONS)]
+        d = claims[-1].decision_cols
+        refused = np.flatnonzero((d["decision"] == "rejected")
+                                 & np.isin(d["reason"], CAP_REJECTIONS))
         if len(refused):
-            basis = "enrolled_on" if c.price_basis == "enrolled" else "achieved_on"
-            days = mf.set_index("milestone_id")["achieved_on"]
-            if basis == "enrolled_on":
+            at = pd.Index(mf["milestone_id"].to_numpy(dtype=object)).get_indexer(
+                d["milestone_id"][refused])
+            if c.price_basis == "enrolled":
                 enrolled = pf.set_index("participant_id")["enrolled_on"]
-                days = mf.set_index("milestone_id")["participant_id"].map(enrolled)
-            for mid, o in zip(refused["milestone_id"], refused["outcome"]):
-                withheld[oi[o]] += _price(plan, oi[o], int(days[mid]))
+                days = mf["participant_id"].map(enrolled).to_numpy()[at]
+            else:
+                days = mf["achieved_on"].to_numpy()[at]
+            oi = {o: i for i, o in enumerate(oids)}
+            for o, day in zip(d["outcome"][refused].tolist(), days.tolist()):
+                withheld[oi[o]] += _price(plan, oi[o], int(day))
     return RunResult(pay, count, amount, withheld)
+
+
+def _positions(values: np.ndarray, names: list[str]) -> np.ndarray:
+    """Each value's position in `names` (every value is one of them)."""
+    codes, uniques = pd.factorize(values)
+    where = {n: k for k, n in enumerate(names)}
+    return np.array([where[u] for u in uniques] + [0], dtype=np.int64)[codes]
 
 
 # --- running many: in process or on worker processes ------------------------------------------

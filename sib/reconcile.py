@@ -159,24 +159,36 @@ _TERMS: dict[int, tuple[Contract, _Terms]] = {}
 class Cols:
     """Named, aligned numpy columns: the few frame operations the engine needs, without
     pandas' cost per operation (a claim of the model is small and is computed thousands of
-    times). `cols[name]` is an array; `take` selects rows."""
+    times). `cols[name]` is an array; `take` selects rows.
 
-    def __init__(self, arrays: dict[str, np.ndarray], n: int):
+    A column worked out row by row from others (`derived`: text normalised, numbers parsed)
+    is worked out once on the table rows were taken from and gathered from there: the
+    model takes each claim's rows from one table per history."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], n: int, parent: "Cols | None" = None,
+                 ix: np.ndarray | None = None):
         self.arrays = arrays
         self.n = n
-        self._memo: dict[tuple[str, str], np.ndarray] = {}
+        self._parent, self._ix = parent, ix
+        self._memo: dict[tuple, object] = {}
+
+    def derived(self, key: tuple, make) -> np.ndarray:
+        """make(table) for this table, where `make` works row by row (so that it may be
+        made for the table these rows were taken from and gathered); once per key."""
+        if key not in self._memo:
+            if self._parent is not None:
+                self._memo[key] = self._parent.derived(key, make)[self._ix]
+            else:
+                self._memo[key] = make(self)
+        return self._memo[key]
 
     def norm(self, name: str) -> np.ndarray:
-        """Column `name` as conditions and routes compare it (see `_norm`), computed once."""
-        if ("norm", name) not in self._memo:
-            self._memo[("norm", name)] = _norm(self.arrays[name])
-        return self._memo[("norm", name)]
+        """Column `name` as conditions and routes compare it (see `_norm`)."""
+        return self.derived(("norm", name), lambda t: _norm(t[name]))
 
     def numbers(self, name: str) -> np.ndarray:
-        """Column `name` as numbers (see `_numbers`), computed once."""
-        if ("numbers", name) not in self._memo:
-            self._memo[("numbers", name)] = _numbers(self.arrays[name])
-        return self._memo[("numbers", name)]
+        """Column `name` as numbers (see `_numbers`)."""
+        return self.derived(("numbers", name), lambda t: _numbers(t[name]))
 
     @staticmethod
     def of(frame: pd.DataFrame, columns=None) -> "Cols":
@@ -206,7 +218,7 @@ class Cols:
 
     def take(self, ix: np.ndarray) -> "Cols":
         """The rows at `ix`; a column is gathered when first used."""
-        return Cols(_Taken(self.arrays, ix), len(ix))
+        return Cols(_Taken(self.arrays, ix), len(ix), self, ix)
 
 
 class _Taken(dict):
@@ -371,10 +383,14 @@ class _People:
             memo = participants._memo[("people", "")] = _People(c, participants)
         return memo
 
-    def at(self, pid: np.ndarray) -> np.ndarray:
-        """Each id's position; the blank participant's for an unknown id."""
-        at = self.index.get_indexer(pid) if len(pid) else np.zeros(0, dtype=np.int64)
-        return np.where(at >= 0, at, self.blank)
+    def at(self, rows: Cols) -> np.ndarray:
+        """The position of each row's participant; the blank participant's when unknown."""
+        def positions(t: Cols) -> np.ndarray:
+            pid = t["participant_id"]
+            at = self.index.get_indexer(pid) if len(pid) else np.zeros(0, dtype=np.int64)
+            return np.where(at >= 0, at, self.blank)
+
+        return rows.derived(("participant-at", id(self)), positions)
 
     def failing(self) -> np.ndarray:
         """The first eligibility column whose test fails ('' when all hold)."""
@@ -525,7 +541,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     people = _People.of(c, participants)
     terms = _Terms.of(c)
     pid = rows["participant_id"]
-    at = people.at(pid)
+    at = people.at(rows)
     known = at != people.blank
     enrolled = people.enrolled[at]
     pa = people.cols.take(at)  # each row's participant, for the sentences
@@ -784,7 +800,10 @@ def compute_claim(c: Contract, ev: Evidence, history: History, period: Period) -
 
 def no_lines() -> Cols:
     """No ledger lines, as typed columns."""
-    return Cols.of(empty_lines(), LEDGER_COLUMNS)
+    return Cols({k: a[:0] for k, a in _NO_LINES.arrays.items()}, 0)
+
+
+_NO_LINES = Cols.of(empty_lines(), LEDGER_COLUMNS)
 
 
 def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) -> Claim:

@@ -788,3 +788,120 @@ def test_read_table_and_validate_evidence_directly(tmp_path, lc):
     ev = validate_evidence(lc, psrc, msrc)
     assert ev.problems == [] and ev.rows_in == 3
     assert ev.sources == {"participants": psrc, "milestones": msrc}
+
+
+# --- the fast paths read exactly as the reference does -----------------------------------
+#
+# A CSV is read by pandas' C parser when its records can be told apart from its bytes
+# (evidence._csv_cells_fast), else by the csv module (evidence._csv_cells, the reference);
+# dates and numbers are parsed once per distinct value. These properties hold the fast
+# paths to the reference on hostile text.
+
+from unittest import mock  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from sib import evidence  # noqa: E402
+
+_PIECES = [",", ",", '"', '""', "\n", "\n", "\r\n", "\r", " ", "\t", "x", "é", "\ufeff",
+           "\x1a", "\x0b", "\x1c", "\x85", "\u2028", "\x7f", "a,b", "row", "P1"]
+_FIELD = st.one_of(
+    st.lists(st.sampled_from(list('ab é\t,"\n') + ["\r\n"]), max_size=5).map(
+        lambda s: '"' + "".join(s).replace('"', '""') + '"'),
+    st.text(st.sampled_from(list("ab é\t\x1a\x85")), max_size=5))
+_STRUCTURED = st.tuples(
+    st.lists(st.lists(_FIELD, max_size=4).map(",".join), min_size=1, max_size=6),
+    st.sampled_from(["\n", "\r\n"]), st.booleans()).map(
+    lambda a: a[1].join(a[0]) + (a[1] if a[2] else ""))
+_CSV_TEXT = st.one_of(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=30).map("".join),
+                      _STRUCTURED)
+
+
+def _records(cells: "evidence._Cells") -> list:
+    """The header, then each record's cells within the header's width, its cell count and
+    whether its cells beyond the header's are blank."""
+    width = len(cells.header)
+    return [list(cells.header)] + [
+        ([cells.body[j][i] for j in range(min(int(n), width))], int(n), bool(rest))
+        for i, (n, rest) in enumerate(zip(cells.counts, cells.rest_blank))]
+
+
+@settings(max_examples=400, deadline=None)
+@given(_CSV_TEXT, st.booleans())
+def test_fast_csv_reading_gives_the_csv_modules_records(text, bom):
+    raw = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+    text = raw.decode("utf-8-sig")
+    if not text.strip():
+        return
+    fast = evidence._csv_cells_fast(text, raw)
+    if fast is None:
+        return
+    slow = evidence._csv_cells(text, evidence._Table("x.csv"))
+    assert slow is not None and _records(fast) == _records(slow)
+    cells = [v for col in fast.body for v in col]
+    if fast.plain:
+        assert not any(re.search("[\x00-\x1f\x7f]", v) for v in cells)
+    if fast.trimmed:
+        assert all(v == v.strip() for v in cells)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_CSV_TEXT, min_size=1, max_size=4).map(",".join), min_size=1,
+                max_size=6).map(lambda rows: "\n".join(["milestone_id,a,row,", *rows])))
+def test_read_table_is_the_same_whichever_way_the_csv_is_read(text):
+    src = Source(Path("m.csv"), "m.csv", text.encode("utf-8"))
+    fast = read_table(src)
+    with mock.patch.object(evidence, "_csv_cells_fast", return_value=None):
+        slow = read_table(src)
+    assert (fast.problems, fast.notices, fast.ragged, fast.colno) == (
+        slow.problems, slow.notices, slow.ragged, slow.colno)
+    if slow.frame is None:
+        assert fast.frame is None
+    else:
+        pd.testing.assert_frame_equal(fast.frame, slow.frame, check_exact=True)
+
+
+@pytest.mark.parametrize("data", [
+    csv_bytes(M_HEAD, GOOD_M),
+    csv_bytes(M_HEAD, GOOD_M, bom=True, crlf=True),
+    csv_bytes(M_HEAD, [GOOD_M[0], "", ",,,,,,,,", GOOD_M[1] + ",extra", "M9,P1"]),
+    csv_bytes(M_HEAD, ['"M1","P1","engagement","2020-02-01","verified","2020-02-03",'
+                       '"LOG, 1","say ""hi""","16"',
+                       'M2,P1,job-start,2020-03-02,pending,,,"line\nbreak",']),
+])
+def test_common_files_take_the_fast_path(data):
+    text = data.decode("utf-8-sig")
+    fast = evidence._csv_cells_fast(text, data)
+    assert fast is not None
+    assert _records(fast) == _records(evidence._csv_cells(text, evidence._Table("m.csv")))
+
+
+@pytest.mark.parametrize("data", [
+    b'a,b\n"x"y,z\n',               # a quote closing then text: the csv module's reading
+    b'a,b\nx"y",z\n',               # a quote inside an unquoted value
+    b'a,b\n"open,z\n',              # a quote never closed
+    b"a,b\rx,y\r",                  # carriage returns alone
+    "\ufeffa,b\nx,y\n".encode(),    # a second byte-order mark after the first
+])
+def test_odd_files_are_left_to_the_csv_module(data):
+    text = (b"\xef\xbb\xbf" + data).decode("utf-8-sig")
+    assert evidence._csv_cells_fast(text, b"\xef\xbb\xbf" + data) is None
+
+
+_DATE_LIKE = st.one_of(st.dates(date(1890, 1, 1), date(2210, 1, 1)).flatmap(
+    lambda d: st.sampled_from([d.isoformat(), d.strftime("%d/%m/%Y"), f"{d.day}/{d.month}/{d.year}"])),
+    st.sampled_from(["", "2022-02-30", "31/02/2022", "2022-1-1", "٢٠٢٢-٠١-٠١", " 2022-01-01"]),
+    st.text(st.sampled_from("0123456789-/. e"), max_size=10))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_DATE_LIKE, max_size=12).flatmap(lambda vs: st.lists(
+    st.sampled_from(vs) if vs else st.nothing(), min_size=len(vs), max_size=2 * len(vs))))
+def test_dates_and_numbers_parse_once_per_distinct_value_as_one_by_one(values):
+    days, ok = parse_days(pd.Series(values, dtype=str))
+    numbers, nok = parse_numbers(pd.Series(values, dtype=str))
+    for k, v in enumerate(values):
+        d1, ok1 = evidence._parse_days(pd.Series([v], dtype=object))
+        n1, nok1 = evidence._parse_numbers(pd.Series([v], dtype=object))
+        assert (days[k], ok[k]) == (d1[0], ok1[0]), v
+        assert nok[k] == nok1[0] and (numbers[k] == n1[0] or (np.isnan(numbers[k]) and np.isnan(n1[0]))), v
