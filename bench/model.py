@@ -4,7 +4,7 @@
     python bench/model.py --runs 100 --workers 1
     python bench/model.py --full               # also time the whole `run_model` (with the
                                                # break-even search the example's costs ask for)
-    python bench/model.py --profile 3          # where compute_claim spends its time (cProfile
+    python bench/model.py --profile 3          # where the engine spends its time (cProfile
                                                # of 3 histories, in process), and its cost per
                                                # claim against the claim's size
 
@@ -98,20 +98,20 @@ def full(la, runs: int, workers: int) -> None:
 
 
 def profile(la, n: int) -> None:
-    """cProfile of n histories in process; compute_claim's callees; cost against size."""
+    """cProfile of n histories in process; claim_after's callees; cost against size."""
     from sib import reconcile
 
     plan = make_plan(la)
     sizes = []
-    real = reconcile.compute_claim
+    real = reconcile.claim_after
 
-    def timed(c, ev, history, period):
+    def timed(c, ev, hist, number, period):
         t = time.perf_counter()
-        out = real(c, ev, history, period)
-        sizes.append((len(ev.milestones), len(history.lines), time.perf_counter() - t))
+        out = real(c, ev, hist, number, period)
+        sizes.append((len(ev.milestones), len(hist), time.perf_counter() - t))
         return out
 
-    model_mod.compute_claim = timed
+    model_mod.claim_after = timed
     try:
         for k in range(n):  # untimed pass first: cost against size, without the profiler
             rng = np.random.default_rng(np.random.SeedSequence(la.assumptions.seed,
@@ -119,9 +119,9 @@ def profile(la, n: int) -> None:
             pf, mf = simulate(plan, rng)
             model_mod.claim_history(plan, pf, mf)
     finally:
-        model_mod.compute_claim = real
+        model_mod.claim_after = real
     arr = np.array(sizes)
-    print(f"compute_claim without the profiler: {len(arr)} claims, mean "
+    print(f"claim_after (the engine) without the profiler: {len(arr)} claims, mean "
           f"{arr[:, 2].mean() * 1000:.1f} ms")
     print("  milestone rows   history lines   claims   mean ms")
     edges = [0, 1, 200, 500, 1000, 1500, 2000, 10**9]
@@ -130,10 +130,6 @@ def profile(la, n: int) -> None:
         if sel.any():
             print(f"  {lo:>5}–{min(hi, 99999) - 1:<8}{int(arr[sel, 1].mean()):>14}"
                   f"{int(sel.sum()):>9}{arr[sel, 2].mean() * 1000:>10.1f}")
-    a = np.column_stack([np.ones(len(arr)), arr[:, 0], arr[:, 1]])
-    coef, *_ = np.linalg.lstsq(a, arr[:, 2] * 1000, rcond=None)
-    print(f"  least squares: ms ≈ {coef[0]:.1f} + {coef[1] * 1000:.2f} per 1,000 milestone "
-          f"rows + {coef[2] * 1000:.2f} per 1,000 history lines")
 
     prof = cProfile.Profile()
     prof.enable()
@@ -141,14 +137,14 @@ def profile(la, n: int) -> None:
         model_mod.run_one(plan, k, la.assumptions.seed)
     prof.disable()
     st = pstats.Stats(prof)
-    cc = next(f for f in st.stats if f[2] == "compute_claim")
+    cc = next(f for f in st.stats if f[2] == "claim_after")
     total = st.stats[cc][3]
-    print(f"\ncProfile of {n} histories: compute_claim {total:.2f} s cumulative "
+    print(f"\ncProfile of {n} histories: claim_after {total:.2f} s cumulative "
           f"(profiler overhead included; shares are what matter)")
-    for name in ("compute_claim", "eligibility"):
+    for name in ("claim_after", "eligibility"):
         fn = next(f for f in st.stats if f[2] == name and "reconcile" in f[0])
         own = st.stats[fn][2]
-        print(f"  inside {name} ({st.stats[fn][3] / total * 100:.0f}% of compute_claim; "
+        print(f"  inside {name} ({st.stats[fn][3] / total * 100:.0f}% of claim_after; "
               f"{own / total * 100:.0f}% in its own lines):")
         rows = []
         for callee, (_cc, _nc, _tt, _ct, callers) in st.stats.items():

@@ -357,8 +357,12 @@ class Issued:
 
 def issue_claim(workspace: Path, contract_id: str | None, label: str,
                 participants: Path | None = None, milestones: Path | None = None,
-                skip_invalid: bool = False, dry_run: bool = False) -> tuple[Prepared, Issued]:
-    """Compute claim `label` and, unless `dry_run`, write it atomically under the lock."""
+                skip_invalid: bool = False, dry_run: bool = False, workbooks: bool = True
+                ) -> tuple[Prepared, Issued]:
+    """Compute claim `label` and, unless `dry_run`, write it atomically under the lock.
+
+    workbooks=False leaves out claim.xlsx and the statements (`sib claim` always writes
+    them; bench/claim.py times a claim with and without them)."""
     if dry_run:
         prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid,
                              workbooks=False)
@@ -373,7 +377,8 @@ def issue_claim(workspace: Path, contract_id: str | None, label: str,
     with _Lock(root, shown_root):
         for stale in root.glob(".tmp-*"):  # left by a claim that was killed mid-write
             shutil.rmtree(stale, ignore_errors=True)
-        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid)
+        prep = prepare_claim(workspace, contract_id, label, participants, milestones, skip_invalid,
+                             workbooks)
         if prep.already_issued:
             diffs = compare_issued(prep)
             if diffs:

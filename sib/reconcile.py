@@ -1129,12 +1129,19 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
         if full is None:
             full = full_parts[(full_price, s)] = money.split(full_price, sp.units)
         parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
-        got, line_caps = [], []
+        got, line_caps, short = [], [], False
         for f, part, whole in zip(sp.funders, parts, full):
             cap = fcap.get(f)
             a = part if cap is None else min(part, max(cap - funder_paid.get(f, 0), 0))
             got.append(a)
-            line_caps.append(bit if part < whole else ("funder" if a < part else ""))
+            if part < whole:
+                line_caps.append(bit)
+                short = True
+            elif a < part:
+                line_caps.append("funder")
+                short = True
+            else:
+                line_caps.append("")
         total = sum(got)
         if total == 0:
             # the cap that left nothing: the participant or contract cap when it left nothing
@@ -1150,7 +1157,7 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
             continue
         rows.append(i)
         amounts[i] = got
-        capped[i] = [w - a for w, a in zip(full, got)]
+        capped[i] = [w - a for w, a in zip(full, got)] if short else [0] * len(got)
         caps[i] = line_caps
         limit_count[(p, lk)] = used + 1
         outcome_count[oid] = outcome_count.get(oid, 0) + 1
