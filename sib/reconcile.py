@@ -639,7 +639,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     # prerequisites, outcome by outcome so that each is judged by eligible milestones only
     final = reason.copy()
     oid_ix = {o.id: k for k, o in enumerate(c.outcomes)}
-    pcode = pd.factorize(pid)[0].astype(np.int64)
+    pcode = at.astype(np.int64)  # participant codes (unknown ones failed already)
     for o in _topo(c):
         k = oid_ix[o.id]
         mine = np.flatnonzero((outcome_ix == k) & (base == ""))
@@ -738,7 +738,7 @@ class Ledger:
 def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each outcome's limit key ('outcome:<id>' or 'group:<id>') and its limit per participant
     (an outcome the contract no longer has: its own key, limit 1)."""
-    codes, uniques = pd.factorize(outcomes)
+    codes, uniques = _factorize(outcomes)
     known = _Terms.of(c).limits
     pairs = [known.get(o, (f"outcome:{o}", 1)) for o in uniques]
     keys = np.array([k for k, _ in pairs] + [""], dtype=object)
@@ -748,7 +748,7 @@ def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def _sums(keys: np.ndarray, amounts: np.ndarray) -> dict:
     """Exact integer sum of `amounts` per distinct key."""
-    codes, uniques = pd.factorize(keys)
+    codes, uniques = _factorize(keys)
     out = np.zeros(len(uniques), dtype=np.int64)
     np.add.at(out, codes, amounts)
     return dict(zip(list(uniques), out.tolist()))
@@ -756,7 +756,7 @@ def _sums(keys: np.ndarray, amounts: np.ndarray) -> dict:
 
 def _tally(values: np.ndarray) -> dict:
     """How many times each distinct value occurs."""
-    codes, uniques = pd.factorize(values)
+    codes, uniques = _factorize(values)
     return dict(zip(list(uniques), np.bincount(codes, minlength=len(uniques)).tolist()))
 
 
@@ -1021,7 +1021,7 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
                 len(hist) + len(new))
     # what this claim can break: the lines of the milestones and participants it has a line
     # for, with every line of each milestone among them
-    new_codes = pd.Index(uniques).get_indexer(new["milestone_id"]) if len(new) else cs[:0]
+    new_codes = _indexer(uniques, new["milestone_id"]) if len(new) else cs[:0]
     all_codes = np.concatenate([ch, new_codes])
     touched = (table(new_codes)[all_codes]
                | _isin(both["participant_id"], new["participant_id"]))
@@ -1042,7 +1042,7 @@ def _same_split(standing: Cols, pos: np.ndarray, split_of: np.ndarray,
         return np.zeros(0, dtype=bool)
     held = pos >= 0
     s_pos = pos[held]
-    f_code, f_seen = pd.factorize(standing["funder"][held])
+    f_code, f_seen = _factorize(standing["funder"][held])
     s_code = f_code.astype(np.int64) * 2_000_000 + standing["share"].astype(np.int64)[held]
     s_count = np.bincount(s_pos, minlength=n)
     at = {f: k for k, f in enumerate(f_seen)}  # then the funders only a new split has
@@ -1251,14 +1251,14 @@ def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, lines: Col
         order = np.argsort(cols["milestone_id"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
     # this claim's net amount and capped amount per milestone
-    codes, uniques = pd.factorize(lines["milestone_id"])
+    codes, uniques = _factorize(lines["milestone_id"])
     net = np.zeros(len(uniques), dtype=np.int64)
     np.add.at(net, codes, lines["amount"])
     held_back = np.zeros(len(uniques), dtype=np.int64)
     np.add.at(held_back, codes, lines["capped"])
     rows = len(cols["milestone_id"])
     cols = {k: np.asarray(v, dtype=object) for k, v in cols.items()}
-    at = pd.Index(uniques).get_indexer(cols["milestone_id"]) if len(uniques) else \
+    at = _indexer(uniques, cols["milestone_id"]) if len(uniques) else \
         np.full(rows, -1, dtype=np.int64)
     cols["amount"] = np.where(at >= 0, net[at], 0) if len(uniques) else np.zeros(rows, np.int64)
     cols["capped"] = (np.where(at >= 0, held_back[at], 0) if len(uniques)
@@ -1293,7 +1293,7 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
     amount = lines["amount"].astype(np.int64)
     keep = standing_mask(*(lines[k] for k in ("kind", "milestone_id", "period", "line_id",
                                               "reverses")))
-    smid, _u = pd.factorize(mids[keep])
+    smid, _u = _factorize(mids[keep])
     s_amount = amount[keep]
     held = np.zeros(len(_u), dtype=np.int64)
     np.add.at(held, smid, s_amount)
@@ -1302,12 +1302,12 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
     for k in np.flatnonzero(held > price)[:3]:
         out.append(f"standing-over-price: milestone {_u[k]} holds {_fmt(int(held[k]))}, more "
                    f"than its price {_fmt(int(price[k]))}")
-    amid, au = pd.factorize(mids)
+    amid, au = _factorize(mids)
     net = np.zeros(len(au), dtype=np.int64)
     np.add.at(net, amid, amount)
     for k in np.flatnonzero(net < 0)[:3]:
         out.append(f"negative-standing: milestone {au[k]} nets {_fmt(int(net[k]))}")
-    pcode, _p = pd.factorize(lines["period"][keep])
+    pcode, _p = _factorize(lines["period"][keep])
     pairs = np.unique(smid.astype(np.int64) * (len(_p) + 1) + pcode)
     per_m = np.bincount(pairs // (len(_p) + 1), minlength=len(_u))
     for k in np.flatnonzero(per_m > 1)[:3]:
@@ -1333,8 +1333,8 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
     if len(first):
         pids = lines["participant_id"][keep][first]
         lk, lim = _limit_keys(c, lines["outcome"][keep][first])
-        pc, pu = pd.factorize(pids)
-        kc, ku = pd.factorize(lk)
+        pc, pu = _factorize(pids)
+        kc, ku = _factorize(lk)
         pair, at, n_paid = np.unique(pc.astype(np.int64) * len(ku) + kc, return_index=True,
                                      return_counts=True)
         over = sorted((pids[at[j]], lk[at[j]], int(n_paid[j]), int(lim[at[j]]))
@@ -1361,11 +1361,38 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
     return out
 
 
-def _isin(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
+def _isin(values: np.ndarray, pool) -> np.ndarray:
     """Whether each of `values` is among `pool` (by hashing, not sorting)."""
     if not len(values):
         return np.zeros(0, dtype=bool)
+    if len(values) + len(pool) <= _SMALL:
+        among = set(pool.tolist() if isinstance(pool, np.ndarray) else pool)
+        return np.fromiter((v in among for v in values.tolist()), dtype=bool, count=len(values))
     return pd.Index(values).isin(pool)
+
+
+# Below this many values a Python dict or set beats pandas' hash tables, whose set-up costs
+# tens of microseconds a call (the model's claims are small and many).
+_SMALL = 400
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pd.factorize for text keys: codes in order of first appearance, and the uniques."""
+    if len(values) > _SMALL:
+        return pd.factorize(values)
+    seen: dict = {}
+    codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values.tolist()),
+                        dtype=np.intp, count=len(values))
+    return codes, np.array(list(seen) + [None], dtype=object)[:-1]
+
+
+def _indexer(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """pd.Index(uniques).get_indexer(values) for distinct text `uniques`."""
+    if len(uniques) + len(values) > _SMALL:
+        return pd.Index(uniques).get_indexer(values)
+    where = {u: k for k, u in enumerate(uniques.tolist())}
+    return np.fromiter((where.get(v, -1) for v in values.tolist()), dtype=np.intp,
+                       count=len(values))
 
 
 def totals(lines: pd.DataFrame, c: Contract) -> dict:
