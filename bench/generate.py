@@ -4,9 +4,11 @@
 
 writes a national-scale IPS programme into DIR: a contract with 60 funders (a central
 top-up, 30 local authorities, 20 health bodies and 9 Jobcentre Plus districts, each routed
-by the participant's area and capped), 100,000 participants and about 1,000,000
-milestones over ten years (engagement, job start, 13-week sustainment full- and
-part-time, health improvement and up to 18 monthly in-work payments), with realistic
+by the participant's area and capped), 100,000 participants and about 516,000
+milestones over ten years (engagement, job start, 13-week sustainment, health improvement
+and up to 24 monthly in-work payments: 5.2 per participant at IPS's published rates — the
+issue's "about 1,000,000" would need twice the milestones per person; bench/claim.py's
+scaling table runs the engine at 1,000,000 with 200,000 participants), with realistic
 late verification, pending rows, withdrawals after payment and corrected areas. It then
 issues the first `--issue` quarterly claims from the evidence as it stood on each claim
 date, leaving the evidence of the next claim date in evidence/. Same seed, same bytes.

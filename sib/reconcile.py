@@ -551,7 +551,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     fail(~known, "unknown-participant",
          lambda i: f"participant '{pid[i]}' is not in the participants file")
     types = sorted({o.milestone.strip().lower() for o in c.outcomes})
-    fail(~np.isin(mtype, types), "unknown-milestone",
+    fail(~_isin(mtype, types), "unknown-milestone",
          lambda i: f"milestone type '{rows['milestone'][i]}' is not paid by any outcome "
                    f"(the contract pays: {', '.join(types)})")
     fail((enrolled < start) | (enrolled > enrol_end), "enrolled-outside-term",
@@ -593,7 +593,7 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     for k, o in enumerate(c.outcomes):
         mine = outcome_ix == k
         if o.evidence:
-            ok_evidence[mine] = np.isin(etype[mine], [e.strip().lower() for e in o.evidence])
+            ok_evidence[mine] = _isin(etype[mine], [e.strip().lower() for e in o.evidence])
         if o.within_days_of_enrolment is not None:
             windows[mine] = o.within_days_of_enrolment
     fail(~ok_evidence, "evidence-not-accepted",
@@ -625,16 +625,16 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
         price[mine] = np.where(j >= 0, eff_pence[jj], 0)
 
         _loc, rules = rules_for(c, o)
-        rule_of, split_of, unserved = (a[at] for a in people.assign(rules))
-        nothing = mine[rule_of[mine] < 0]
+        rule_of, split_of, unserved = (a[at[mine]] for a in people.assign(rules))
+        nothing = mine[rule_of < 0]
         no_funder[nothing] = True
         funder_why[nothing] = "no payer rule's conditions hold for the participant"
-        for i in mine[(rule_of[mine] >= 0) & (unserved[mine] != "")]:
-            col = unserved[i]
+        for i, col in zip(mine[(rule_of >= 0) & (unserved != "")].tolist(),
+                          unserved[(rule_of >= 0) & (unserved != "")].tolist()):
             no_funder[i] = True
             funder_why[i] = (f"no funder serves {col} '{pa[col][i] if col in pa else ''}'"
                              f" (the route in the payer rule for {o.id})")
-        split_ix[mine] = split_of[mine]
+        split_ix[mine] = split_of
 
     # prerequisites, outcome by outcome so that each is judged by eligible milestones only
     final = reason.copy()
@@ -1012,16 +1012,21 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
     sel = reverse & ~rerate
     decision[sel] = "reversed"
 
-    rev_lines = standing.take(np.flatnonzero(reversed_lines & (standing["amount"] != 0)))
-    new = _lines(m, period, rev_lines, pay_rows, pay_amounts, pay_capped, pay_caps,
-                 outcome, price_from, price, split_ix, judged.splits, ever_paid, first)
-    decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, new, held)
+    rev_at = np.flatnonzero(reversed_lines & (standing["amount"] != 0))
+    new, new_codes = _lines(m, period, standing.take(rev_at), pay_rows, pay_amounts, pay_capped,
+                            pay_caps, outcome, price_from, price, split_ix, judged.splits,
+                            ever_paid, first, (cm, cs[rev_at]))
+    net = np.zeros(len(uniques), dtype=np.int64)  # this claim's money per milestone
+    np.add.at(net, new_codes, new["amount"])
+    held_back = np.zeros(len(uniques), dtype=np.int64)
+    np.add.at(held_back, new_codes, new["capped"])
+    decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, net[cm],
+                           held_back[cm], held)
     claim = Claim(period, number, new, decisions, ev.rows_in, tuple(problems))
     both = Cols({k: np.concatenate([hist[k], new[k]]) for k in _INVARIANT_COLUMNS},
                 len(hist) + len(new))
     # what this claim can break: the lines of the milestones and participants it has a line
     # for, with every line of each milestone among them
-    new_codes = _indexer(uniques, new["milestone_id"]) if len(new) else cs[:0]
     all_codes = np.concatenate([ch, new_codes])
     touched = (table(new_codes)[all_codes]
                | _isin(both["participant_id"], new["participant_id"]))
@@ -1169,9 +1174,11 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
 
 
 def _lines(m: Cols, period: Period, rev: Cols, pay_rows, pay_amounts, pay_capped, pay_caps,
-           outcome, price_from, price, split_ix, splits, ever_paid, first) -> Cols:
+           outcome, price_from, price, split_ix, splits, ever_paid, first, codes
+           ) -> tuple[Cols, np.ndarray]:
     """Reversal lines (of the standing lines `rev`), then payment lines, in ledger.md's
-    order, with line ids: typed columns as `ledger.empty_lines()` has them."""
+    order, with line ids: typed columns as `ledger.empty_lines()` has them; and the code of
+    each line's milestone (`codes`: those of m's rows and of rev's lines)."""
     r = np.lexsort((np.arange(len(rev)), rev["milestone_id"].astype(str), rev["achieved_on"]))
     rows = np.asarray(pay_rows, dtype=np.int64)
     # the payment lines, row by row and funder by funder, then in ledger order
@@ -1226,16 +1233,18 @@ def _lines(m: Cols, period: Period, rev: Cols, pay_rows, pay_amounts, pay_capped
     }
     out["line_id"] = np.array([f"{period.label}-{j:05d}" for j in range(1, nr + npay + 1)],
                               dtype=object)
-    return Cols({k: out[k] for k in LEDGER_COLUMNS}, nr + npay)
+    return (Cols({k: out[k] for k in LEDGER_COLUMNS}, nr + npay),
+            np.concatenate([codes[1][r], codes[0][at]]).astype(np.int64))
 
 
-def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, lines: Cols, held
-               ) -> Cols:
-    """One row per milestone row: decision, reason, sentence and this claim's net money."""
+def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, net: np.ndarray,
+               held_back: np.ndarray, held) -> Cols:
+    """One row per milestone row: decision, reason, sentence and this claim's net money
+    (`net` and `held_back`: the amount and capped of m's rows' lines in this claim)."""
     cols = {"milestone_id": m["milestone_id"], "participant_id": m["participant_id"],
             "milestone": m["milestone"], "outcome": outcome, "decision": decision,
-            "reason": dreason, "detail": ddetail}
-    if len(invalid):
+            "reason": dreason, "detail": ddetail, "amount": net, "capped": held_back}
+    if len(invalid):  # an invalid row has no line in this claim
         n = len(invalid)
         extra = {
             "milestone_id": invalid["milestone_id"].to_numpy(dtype=object),
@@ -1246,24 +1255,15 @@ def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, lines: Col
             "detail": np.array([t + ("; its earlier payment stands until the row is fixed"
                                      if mid in held else "; it will be claimed once fixed")
                                 for t, mid in zip(invalid["detail"], invalid["milestone_id"])],
-                               dtype=object)}
-        cols = {k: np.concatenate([np.asarray(v, dtype=object), extra[k]]) for k, v in cols.items()}
+                               dtype=object),
+            "amount": np.zeros(n, dtype=np.int64), "capped": np.zeros(n, dtype=np.int64)}
+        cols = {k: np.concatenate([np.asarray(v, dtype=extra[k].dtype), extra[k]])
+                for k, v in cols.items()}
         order = np.argsort(cols["milestone_id"], kind="stable")
         cols = {k: v[order] for k, v in cols.items()}
-    # this claim's net amount and capped amount per milestone
-    codes, uniques = _factorize(lines["milestone_id"])
-    net = np.zeros(len(uniques), dtype=np.int64)
-    np.add.at(net, codes, lines["amount"])
-    held_back = np.zeros(len(uniques), dtype=np.int64)
-    np.add.at(held_back, codes, lines["capped"])
-    rows = len(cols["milestone_id"])
-    cols = {k: np.asarray(v, dtype=object) for k, v in cols.items()}
-    at = _indexer(uniques, cols["milestone_id"]) if len(uniques) else \
-        np.full(rows, -1, dtype=np.int64)
-    cols["amount"] = np.where(at >= 0, net[at], 0) if len(uniques) else np.zeros(rows, np.int64)
-    cols["capped"] = (np.where(at >= 0, held_back[at], 0) if len(uniques)
-                      else np.zeros(rows, np.int64))
-    return Cols(cols, rows)
+    cols = {k: np.asarray(v, dtype=np.int64 if k in ("amount", "capped") else object)
+            for k, v in cols.items()}
+    return Cols(cols, len(cols["milestone_id"]))
 
 
 # --- invariants ---------------------------------------------------------------------------------
@@ -1384,15 +1384,6 @@ def _factorize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     codes = np.fromiter((seen.setdefault(v, len(seen)) for v in values.tolist()),
                         dtype=np.intp, count=len(values))
     return codes, np.array(list(seen) + [None], dtype=object)[:-1]
-
-
-def _indexer(uniques: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """pd.Index(uniques).get_indexer(values) for distinct text `uniques`."""
-    if len(uniques) + len(values) > _SMALL:
-        return pd.Index(uniques).get_indexer(values)
-    where = {u: k for k, u in enumerate(uniques.tolist())}
-    return np.fromiter((where.get(v, -1) for v in values.tolist()), dtype=np.intp,
-                       count=len(values))
 
 
 def totals(lines: pd.DataFrame, c: Contract) -> dict:
