@@ -14,7 +14,9 @@ folder under `ledgers/<id>/`, in period order, `audit` checks what ledger.md § 
   totals      the manifest's totals and counts are the lines' and      totals-mismatch, decision-mismatch
               the decisions'; decisions agree with the lines
   invariants  claim-rules.md's invariants, each at the line that       funder-cap-exceeded, … (INVARIANT_CODES)
-              breaks it
+              breaks it, judged against a running state of the
+              earlier claims' lines (`_Running`) carried from claim
+              to claim, so the audit is linear in the number of claims
   workbooks   claim.xlsx and statements/*.xlsx, when the claim has     workbook-mismatch
               them, read back and compared with the ledger
 
@@ -32,6 +34,7 @@ import difflib
 import io
 import json
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -46,11 +49,11 @@ from sib.contract import Contract, LoadedContract, check_contract, limit_of
 from sib.evidence import Source, validate_evidence
 from sib.issue import COMPRESSED_SUFFIX, MAX_EXPANDED, expand_gzip, ledger_dir, \
     original_name, sha256
-from sib.ledger import DECISION_COLUMNS, MANIFEST_FORMAT, History, empty_lines, parse_amounts, \
-    parse_ledger, render_decisions, render_ledger
+from sib.ledger import DECISION_COLUMNS, LEDGER_COLUMNS, MANIFEST_FORMAT, History, empty_lines, \
+    parse_amounts, parse_ledger, render_decisions, render_ledger
 from sib.period import KINDS, Period, PeriodError, parse_period, period_containing
 from sib.problems import Problem, SibError, sort_problems
-from sib.reconcile import DECISIONS, compute_claim, standing_lines
+from sib.reconcile import DECISIONS, compute_claim
 from sib.workspace import contract_id_of, shown_path
 from sib.yamlsafe import parse_yaml
 
@@ -470,9 +473,9 @@ class _Auditor:
         self.prev: ClaimFolder | None = None
         self.first: Period | None = None
         self.expected: Period | None = None
-        self.history: list[pd.DataFrame] = []   # issued lines as the next claim read them
+        self.history = _LineBuffer()            # issued lines as the next claim read them
         self.history_periods: list[str] = []
-        self.disk: list[pd.DataFrame] = []      # lines as they are on disk now
+        self.run = _Running()                   # what the lines on disk now add up to
         self.broken = ""                        # why replays cannot go on ('' when they can)
 
     def add(self, cl: _Claim, step: str, path: str, line: int | None, code: str,
@@ -507,9 +510,6 @@ class _Auditor:
             self._totals(cl)
         else:
             cl.skip("totals", "no usable manifest or ledger.csv")
-        self._invariants(cl)
-        if f.manifest is not None:
-            self._workbooks(cl)
         # what the next claim read as history: the issued ledger, recovered by the replay
         # when the file on disk was changed after issue
         disk = cl.lines if cl.lines is not None else empty_lines()
@@ -518,9 +518,14 @@ class _Auditor:
         if want and sha256(cl.data.get("ledger.csv", b"")) != want and replayed is not None \
                 and sha256(replayed) == want:
             hist, _ = parse_ledger(replayed.decode("utf-8"), f.file("ledger.csv"))
-        self.history.append(hist)
+        # the invariants judge the lines on disk (unreadable: the best known) and take them
+        # into the running state that the next claim is judged against
+        self._invariants(cl, disk if cl.lines is not None else hist)
+        if f.manifest is not None:
+            self._workbooks(cl)
+        if not self.broken:  # else no later claim is replayed: the history is not needed
+            self.history.append(hist)
         self.history_periods.append(f.label)
-        self.disk.append(disk if cl.lines is not None else hist)  # unreadable: best known
         self.prev = f
         self.expected = f.period.next()
         number = (f.manifest or {}).get("claim_number")
@@ -759,8 +764,7 @@ class _Auditor:
                          f"the evidence the claim read has a problem ({p.code}: {p.message})",
                          p.col)
             return None
-        hist = History(tuple(self.history_periods),
-                       pd.concat(self.history, ignore_index=True) if self.history else empty_lines())
+        hist = History(tuple(self.history_periods), self.history.frame())
         try:
             claim = compute_claim(lc.contract, ev, hist, f.period)
         except SibError as e:
@@ -855,7 +859,9 @@ class _Auditor:
                      f"milestone {d['milestone_id'].iat[i]} is decided "
                      f"{d['decision'].iat[i]} but ledger.csv has "
                      f"{'a' if has_pay[i] else 'no'} payment line for it")
-        for mid in sorted(paying - set(d["milestone_id"]))[:MAX_DIFFS]:
+        # (as a list: iterating a str column goes through pandas element by element)
+        decided = set(d["milestone_id"].to_numpy(dtype=object).tolist())
+        for mid in sorted(paying - decided)[:MAX_DIFFS]:
             self.add(cl, "totals", f.file("ledger.csv"), _first_line(lines, mid),
                      "decision-mismatch", f"milestone {mid} is paid here but has no row in "
                      "decisions.csv")
@@ -867,15 +873,17 @@ class _Auditor:
 
     # --- invariants ---
 
-    def _invariants(self, cl: _Claim) -> None:
+    def _invariants(self, cl: _Claim, on_disk: pd.DataFrame) -> None:
+        """Check the claim's lines against the earlier claims' (`self.run`), and advance
+        `self.run` by `on_disk`: its lines, or the best known when they cannot be read."""
         f, lines = cl.f, cl.lines
         if lines is None or cl.lc is None:
             cl.skip("invariants", "no readable ledger.csv or contract")
+            self.run.add(on_disk)
             return
         c = cl.lc.contract
         shown = f.file("ledger.csv")
-        before = pd.concat(self.disk, ignore_index=True) if self.disk else empty_lines()
-        for line, code, message in invariant_violations(c, before, lines,
+        for line, code, message in invariant_violations(c, self.run, lines,
                                                         check_reversals=not self.broken):
             self.add(cl, "invariants", shown, line, code, message)
 
@@ -943,138 +951,504 @@ def _differences(old: bytes, new: bytes) -> list[tuple[int, str]]:
 
 # --- invariants, located (claim-rules.md § Invariants; reconcile.check_invariants refuses a
 # claim that breaks one, this finds the line of an issued claim that does) --------------------
+#
+# A claim is judged against the lines of every earlier claim. They are not re-read for each
+# claim: `_Running` keeps what the checks need from them — running totals, the standing
+# payments, the limit counts — and is advanced by each claim's lines in turn, so a claim costs
+# what its own lines cost however long the history (issue 7).
 
-def invariant_violations(c: Contract, before: pd.DataFrame, lines: pd.DataFrame,
+_NO_PRICE = np.iinfo(np.int64).min
+# bounds within which the vectorised split check is exact in int64; a line outside them
+# (only a hand-edited ledger has one) is checked by `money.split` in Python integers
+_SAFE_PRICE = 2**40
+_SAFE_AMOUNT = 2**61
+
+
+def _room(a: np.ndarray, n: int, fill) -> np.ndarray:
+    """`a`, or a copy of it at least `n` long (capacity doubles: appending stays linear),
+    new entries set to `fill`."""
+    if n <= len(a):
+        return a
+    b = np.full(max(n, 2 * len(a), 64), fill, dtype=a.dtype)
+    b[:len(a)] = a
+    return b
+
+
+def _code(table: dict, values: np.ndarray) -> np.ndarray:
+    """Each value's integer code in `table` (value → code), new values given the next codes."""
+    codes, uniques = pd.factorize(values)
+    if not len(uniques):
+        return np.zeros(len(values), dtype=np.int64)
+    known = np.fromiter((table.setdefault(v, len(table)) for v in uniques.tolist()),
+                        dtype=np.int64, count=len(uniques))
+    return known[codes]
+
+
+class _LineBuffer:
+    """Ledger lines appended claim by claim into columns of doubling capacity; `frame()`
+    is every line so far as one frame without copying them (the replay's History)."""
+
+    def __init__(self) -> None:
+        empty = empty_lines()
+        self.cols = {c: empty[c].to_numpy().copy() for c in LEDGER_COLUMNS}  # writable
+        self.n = 0
+
+    def append(self, lines: pd.DataFrame) -> None:
+        k = len(lines)
+        for c in LEDGER_COLUMNS:
+            a = _room(self.cols[c], self.n + k, None if self.cols[c].dtype == object else 0)
+            a[self.n:self.n + k] = lines[c].to_numpy()
+            self.cols[c] = a
+        self.n += k
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({c: pd.Series(a[:self.n], copy=False, dtype=a.dtype)
+                             for c, a in self.cols.items()}, copy=False)
+
+
+@dataclass(frozen=True)
+class _Coded:
+    """One claim's lines as `_Running` codes them."""
+
+    milestone: np.ndarray    # milestone code of each line
+    participant: np.ndarray  # participant code of each line
+    outcome: np.ndarray      # outcome code of each line
+
+
+class _Running:
+    """What the lines of every earlier claim (as they are on disk) add up to, for judging
+    the next claim's invariants; `add` advances it by one claim's lines.
+
+    totals      every line's amount per funder, per participant and in all (the caps count
+                payments and reversals alike)
+    groups      each (milestone, period) group of payment lines, which a reversal cancels
+                as a whole, 0.00 lines included (reconcile.standing_mask): the sum, the
+                highest price and the first line of its payments, and whether a reversal
+                cancelled it; a milestone's standing lines are those of its groups not
+                cancelled, one group per claim (period) that paid it
+    milestones  each milestone's net amount over every line, its groups (a linked list:
+                `m_head`, `g_next`) and `m_rep`, its group whose first line is the first
+                of its standing lines: that line's participant and outcome are the ones
+                its payment counts under in the per-participant limits
+    counts      standing milestones per (participant, outcome), by their `m_rep` line
+    lines       every line id → position (the first line with that id), and per claim the
+                columns a reversal is checked against; `pending`: ids that reversals name
+                but no line has yet (a line given that id later is cancelled then, as a
+                re-scan of every line would find)
+    Text values are held as integer codes (`mids`, `pids`, `outcomes`, `periods`,
+    `funders`: value → code). Sums are int64, as the pandas sums they replace.
+    """
+
+    def __init__(self) -> None:
+        self.mids: dict[str, int] = {}
+        self.pids: dict[str, int] = {}
+        self.outcomes: dict[str, int] = {}
+        self.periods: dict[str, int] = {}
+        self.funders: dict[str, int] = {}
+        i64 = lambda fill: np.full(0, fill, dtype=np.int64)  # noqa: E731
+        self.f_total, self.p_total, self.total = i64(0), i64(0), np.zeros(1, dtype=np.int64)
+        self.m_net, self.m_head, self.m_rep = i64(0), i64(-1), i64(-1)
+        self.groups: dict[int, int] = {}  # milestone code << 32 | period code → group
+        self.g_next, self.g_sum, self.g_price = i64(-1), i64(0), i64(_NO_PRICE)
+        self.g_first, self.g_pid, self.g_out = i64(-1), i64(-1), i64(-1)
+        self.g_cancelled = np.zeros(0, dtype=bool)
+        self.counts = np.zeros((0, 0), dtype=np.int64)
+        self.standing_milestones = 0
+        self.line_at: dict[str, int] = {}
+        self.pending: dict[str, list[int]] = {}
+        self.starts: list[int] = []
+        self.chunks: list[dict[str, np.ndarray]] = []
+        self.n = 0
+
+    # --- what the next claim is judged against ---
+
+    def funder_total(self, funders: np.ndarray) -> np.ndarray:
+        return self._totals(self.funders, self.f_total, funders)
+
+    def participant_total(self, participants: np.ndarray) -> np.ndarray:
+        return self._totals(self.pids, self.p_total, participants)
+
+    @staticmethod
+    def _totals(table: dict, totals: np.ndarray, values: np.ndarray) -> np.ndarray:
+        codes, uniques = pd.factorize(values)
+        if not len(uniques):
+            return np.zeros(len(values), dtype=np.int64)
+        have = np.array([totals[table[v]] if v in table else 0 for v in uniques.tolist()],
+                        dtype=np.int64)
+        return have[codes]
+
+    def standing_line(self, line_id: str) -> dict | None:
+        """The standing payment line with this id (the first line with it), else None."""
+        pos = self.line_at.get(line_id)
+        if pos is None:
+            return None
+        k = bisect_right(self.starts, pos) - 1
+        chunk, i = self.chunks[k], pos - self.starts[k]
+        g = chunk["group"][i]
+        if g < 0 or self.g_cancelled[g]:
+            return None
+        return {name: a[i] for name, a in chunk.items()}
+
+    def held(self, milestones: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For milestone codes: (amount, highest price, number of periods) of their standing
+        lines; periods 0 for a milestone with none."""
+        owner, g = self._standing_groups(milestones)
+        amount = np.zeros(len(milestones), dtype=np.int64)
+        price = np.full(len(milestones), _NO_PRICE, dtype=np.int64)
+        np.add.at(amount, owner, self.g_sum[g])
+        np.maximum.at(price, owner, self.g_price[g])
+        return amount, price, np.bincount(owner, minlength=len(milestones))
+
+    def limit_counts(self, participants: np.ndarray, outcome_keys: list[str],
+                     keys: np.ndarray) -> np.ndarray:
+        """Standing milestones of each participant (code) under limit key `keys` (index into
+        `outcome_keys`, each outcome code's key)."""
+        k = len(outcome_keys)
+        if not len(participants) or not k:
+            return np.zeros(len(participants), dtype=np.int64)
+        _kc, ku = pd.factorize(np.asarray(outcome_keys, dtype=object))
+        onehot = np.zeros((k, len(ku)), dtype=np.int64)
+        onehot[np.arange(k), _kc] = 1
+        per_key = self.counts[participants][:, :k] @ onehot
+        col = pd.Index(ku).get_indexer(np.asarray(outcome_keys, dtype=object)[keys])
+        return per_key[np.arange(len(participants)), col]
+
+    # --- advancing by one claim ---
+
+    def add(self, lines: pd.DataFrame) -> _Coded:
+        """Take in one claim's lines (in file order)."""
+        n, start = len(lines), self.n
+        text = {c: lines[c].to_numpy(dtype=object) for c in
+                ("line_id", "period", "kind", "milestone_id", "participant_id", "outcome",
+                 "funder", "reverses")}
+        amount = lines["amount"].to_numpy(dtype=np.int64)
+        price = lines["price"].to_numpy(dtype=np.int64)
+        pay = text["kind"] == "payment"
+        mid = _code(self.mids, text["milestone_id"])
+        per = _code(self.periods, text["period"])
+        pid = _code(self.pids, text["participant_id"])
+        out = _code(self.outcomes, text["outcome"])
+        fid = _code(self.funders, text["funder"])
+        self.m_net = _room(self.m_net, len(self.mids), 0)
+        self.m_head = _room(self.m_head, len(self.mids), -1)
+        self.m_rep = _room(self.m_rep, len(self.mids), -1)
+        self.p_total = _room(self.p_total, len(self.pids), 0)
+        self.f_total = _room(self.f_total, len(self.funders), 0)
+        np.add.at(self.m_net, mid, amount)
+        np.add.at(self.p_total, pid, amount)
+        np.add.at(self.f_total, fid, amount)
+        np.add.at(self.total, np.zeros(n, dtype=np.int64), amount)
+
+        group = np.full(n, -1, dtype=np.int64)
+        at = np.flatnonzero(pay)
+        if len(at):
+            g = self._groups(mid[at], per[at])
+            group[at] = g
+            np.add.at(self.g_sum, g, amount[at])
+            np.maximum.at(self.g_price, g, price[at])
+            ug, first = np.unique(g, return_index=True)
+            fresh = self.g_first[ug] < 0
+            ug, first = ug[fresh], at[first[fresh]]
+            self.g_first[ug] = start + first
+            self.g_pid[ug], self.g_out[ug] = pid[first], out[first]
+
+        ids = text["line_id"].tolist()
+        new = dict(zip(reversed(ids), range(start + n - 1, start - 1, -1)))  # first of each
+        if not self.line_at.keys().isdisjoint(new):
+            new = {k: v for k, v in new.items() if k not in self.line_at}
+        self.line_at.update(new)
+        self.starts.append(start)
+        self.chunks.append({"group": group, "period": per, "milestone_id": text["milestone_id"],
+                            "funder": text["funder"], "share": lines["share"].to_numpy(),
+                            "price": price, "price_from": lines["price_from"].to_numpy(),
+                            "amount": amount})
+        self.n += n
+
+        # what the reversals cancel: their milestone's lines of the period of the line named
+        cancel_m: list[int] = []
+        cancel_p: list[int] = []
+        if self.pending:
+            for lid in [k for k in new if k in self.pending]:
+                for m in self.pending.pop(lid):
+                    cancel_m.append(m)
+                    cancel_p.append(int(per[new[lid] - start]))
+        for i in np.flatnonzero(~pay).tolist():
+            target = text["reverses"][i]
+            pos = self.line_at.get(target)
+            if pos is None:
+                self.pending.setdefault(target, []).append(int(mid[i]))
+                continue
+            k = bisect_right(self.starts, pos) - 1
+            cancel_m.append(int(mid[i]))
+            cancel_p.append(int(self.chunks[k]["period"][pos - self.starts[k]]))
+        cm = np.asarray(cancel_m, dtype=np.int64)
+        if len(cm):
+            self.g_cancelled[self._groups(cm, np.asarray(cancel_p, dtype=np.int64))] = True
+        self._represent(np.unique(np.concatenate([mid, cm])))
+        return _Coded(mid, pid, out)
+
+    def _groups(self, mid: np.ndarray, per: np.ndarray) -> np.ndarray:
+        """The group of each (milestone, period) code pair, new groups made as needed."""
+        keys = (mid << 32) | per
+        codes, uniques = pd.factorize(keys)
+        before = len(self.groups)
+        gids = np.fromiter((self.groups.setdefault(k, len(self.groups))
+                            for k in uniques.tolist()), dtype=np.int64, count=len(uniques))
+        made = gids >= before
+        if made.any():
+            total = len(self.groups)
+            for name, fill in (("g_next", -1), ("g_sum", 0), ("g_price", _NO_PRICE),
+                               ("g_first", -1), ("g_pid", -1), ("g_out", -1)):
+                setattr(self, name, _room(getattr(self, name), total, fill))
+            self.g_cancelled = _room(self.g_cancelled, total, False)
+            # link each new group in front of its milestone's list
+            new_g = gids[made]
+            new_m = np.asarray(uniques)[made] >> 32
+            order = np.argsort(new_m, kind="stable")
+            new_g, new_m = new_g[order], new_m[order]
+            last = np.append(new_m[1:] != new_m[:-1], True)   # last of each milestone's run
+            nxt = np.append(new_g[1:], -1)
+            self.g_next[new_g] = np.where(last, self.m_head[new_m], nxt)
+            firsts = np.append(True, new_m[1:] != new_m[:-1])
+            self.m_head[new_m[firsts]] = new_g[firsts]
+        return gids[codes]
+
+    def _standing_groups(self, milestones: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(owner, group): the standing groups of the given milestone codes, `owner` the
+        position in `milestones` (walks the lists, all milestones a step at a time)."""
+        owners, groups = [], []
+        owner = np.arange(len(milestones))
+        g = self.m_head[milestones]
+        while True:
+            keep = g >= 0
+            owner, g = owner[keep], g[keep]
+            if not len(g):
+                break
+            standing = (self.g_first[g] >= 0) & ~self.g_cancelled[g]
+            owners.append(owner[standing])
+            groups.append(g[standing])
+            g = self.g_next[g]
+        if not owners:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(owners), np.concatenate(groups)
+
+    def _represent(self, milestones: np.ndarray) -> None:
+        """Recount the limit counts of these milestones (whose standing may have changed)."""
+        old = self.m_rep[milestones]
+        old = old[old >= 0]
+        np.subtract.at(self.counts, (self.g_pid[old], self.g_out[old]), 1)
+        owner, g = self._standing_groups(milestones)
+        rep = np.full(len(milestones), -1, dtype=np.int64)
+        if len(g):
+            order = np.lexsort((self.g_first[g], owner))
+            owner, g = owner[order], g[order]
+            first = np.append(True, owner[1:] != owner[:-1])
+            rep[owner[first]] = g[first]
+        self.m_rep[milestones] = rep
+        new = rep[rep >= 0]
+        rows, cols = max(len(self.pids), 1), max(len(self.outcomes), 1)
+        if rows > self.counts.shape[0] or cols > self.counts.shape[1]:
+            grown = np.zeros((max(rows, 2 * self.counts.shape[0]),
+                              max(cols, 2 * self.counts.shape[1])), dtype=np.int64)
+            grown[:self.counts.shape[0], :self.counts.shape[1]] = self.counts
+            self.counts = grown
+        np.add.at(self.counts, (self.g_pid[new], self.g_out[new]), 1)
+        self.standing_milestones += len(new) - len(old)
+
+
+def _split_suspects(lines: pd.DataFrame, pay: np.ndarray) -> list[np.ndarray]:
+    """The payment lines of each milestone whose lines might not be its price split to the
+    penny (claim-rules §4), as positions in `lines`, milestones in order of first line.
+
+    Vectorised `money.split` (largest remainder, ties to the line listed first) of each
+    milestone's price by its lines' shares; a milestone whose lines are all within the int64-
+    safe bounds and all equal their part is certainly right and left out. The rest (in an
+    issued claim: none) are checked line by line by the caller."""
+    at = np.flatnonzero(pay)
+    if not len(at):
+        return []
+    codes, uniques = pd.factorize(lines["milestone_id"].to_numpy(dtype=object)[at])
+    k = len(uniques)
+    units = lines["share"].to_numpy(dtype=np.int64)[at]
+    price = lines["price"].to_numpy(dtype=np.int64)[at]
+    whole_a = lines["amount"].to_numpy(dtype=np.int64)[at]
+    whole_c = lines["capped"].to_numpy(dtype=np.int64)[at]
+    safe = ((units >= 0) & (units <= money.SHARE_UNITS) & (np.abs(price) < _SAFE_PRICE)
+            & (np.abs(whole_a) < _SAFE_AMOUNT) & (np.abs(whole_c) < _SAFE_AMOUNT))
+    units_s = np.where(safe, units, 0)
+    by_group = np.argsort(codes, kind="stable")           # lines grouped, in line order
+    size = np.bincount(codes, minlength=k)
+    begin = np.cumsum(size) - size
+    first_price = np.where(safe, price, 0)[by_group[begin]][codes]
+    prod = first_price * units_s
+    floors, rems = prod // money.SHARE_UNITS, prod % money.SHARE_UNITS
+    left = np.zeros(k, dtype=np.int64)
+    np.add.at(left, codes, floors)
+    left = np.where(safe, price, 0)[by_group[begin]] - left
+    order = np.lexsort((np.arange(len(at)), -rems, codes))
+    rank = np.empty(len(at), dtype=np.int64)
+    rank[order] = np.arange(len(at)) - begin[codes[order]]
+    full = floors + (rank < left[codes])
+    line_ok = safe & (whole_a + whole_c == full) & (price == first_price)
+    total_units = np.zeros(k, dtype=np.int64)
+    np.add.at(total_units, codes, units_s)
+    ok = (np.bincount(codes, weights=None, minlength=k) ==
+          np.bincount(codes[line_ok], minlength=k)) & (total_units == money.SHARE_UNITS)
+    return [at[by_group[begin[j]:begin[j] + size[j]]] for j in np.flatnonzero(~ok).tolist()]
+
+
+def invariant_violations(c: Contract, run: _Running, lines: pd.DataFrame,
                          check_reversals: bool = True) -> list[tuple[int, str, str]]:
     """(line in ledger.csv, code, message) for each invariant the claim's `lines` break,
-    given the lines of every earlier claim (`before`). Only what this claim's lines cause is
-    reported, so a breach is found once, in the claim that made it."""
+    given `run`, the running state of every earlier claim's lines, which this advances by
+    `lines`. Only what this claim's lines cause is reported, so a breach is found once, in
+    the claim that made it."""
     out: list[tuple[int, str, str]] = []
-    n0 = len(before)
-    both = pd.concat([before, lines], ignore_index=True)
     row = lambda i: int(i) + 2  # noqa: E731 - ledger.csv line of lines' i-th row
+    label = lines.index  # where the rows' labels, not positions, name the line
     fmt = money.fmt_gbp
     pay = (lines["kind"] == "payment").to_numpy()
     amt = lines["amount"].to_numpy(dtype=np.int64)
+    capped = lines["capped"].to_numpy(dtype=np.int64)
 
-    bad = np.flatnonzero(pay & ((amt < 0) | (lines["capped"].to_numpy(dtype=np.int64) < 0)))
+    bad = np.flatnonzero(pay & ((amt < 0) | (capped < 0)))
     for i in bad[:MAX_DIFFS]:
         out.append((row(i), "negative-payment", f"a payment line of {fmt(int(amt[i]))} "
-                    f"(capped {fmt(int(lines['capped'].iat[i]))}); payments are never negative"))
+                    f"(capped {fmt(int(capped[i]))}); payments are never negative"))
 
     # §4: each payment's lines are its price split by its shares, to the penny
-    pays = lines[pay]
-    for mid, g in pays.groupby("milestone_id", sort=False):
-        units = g["share"].astype(np.int64).tolist()
-        price = int(g["price"].iat[0])
-        whole = [int(a) + int(k) for a, k in zip(g["amount"], g["capped"])]
+    share = lines["share"].to_numpy(dtype=np.int64)
+    price_of = lines["price"].to_numpy(dtype=np.int64)
+    funder = lines["funder"].to_numpy(dtype=object)
+    mids = lines["milestone_id"].to_numpy(dtype=object)
+    for g in _split_suspects(lines, pay):
+        mid = mids[g[0]]
+        units = share[g].tolist()
+        price = int(price_of[g[0]])
+        whole = [int(a) + int(k) for a, k in zip(amt[g].tolist(), capped[g].tolist())]
         if sum(units) != money.SHARE_UNITS:
-            out.append((row(g.index[0]), "split-mismatch",
+            out.append((row(label[g[0]]), "split-mismatch",
                         f"milestone {mid}: the shares add up to "
                         f"{money.fmt_share(sum(units))}%, not 100%"))
             continue
         full = money.split(price, units)
         wrong = [k for k, (w, p) in enumerate(zip(whole, full)) if w != p]
-        if wrong or g["price"].nunique() != 1:
+        if wrong or len(set(price_of[g].tolist())) != 1:
             k = wrong[0] if wrong else 0
-            out.append((row(g.index[k]), "split-mismatch",
-                        f"milestone {mid}: {g['funder'].iat[k]}'s amount + capped is "
+            out.append((row(label[g[k]]), "split-mismatch",
+                        f"milestone {mid}: {funder[g[k]]}'s amount + capped is "
                         f"{fmt(whole[k])}, but its part of the price {fmt(price)} at "
                         f"{money.fmt_share(units[k])}% is {fmt(full[k])}"))
 
-    if check_reversals:
-        standing_before = standing_lines(before).set_index("line_id")
+    if check_reversals:  # against the standing lines of the earlier claims
+        reverses = lines["reverses"].to_numpy(dtype=object)
+        mine = {"milestone_id": mids, "funder": funder, "share": share, "price": price_of,
+                "price_from": lines["price_from"].to_numpy(), "amount": amt}
         seen: set[str] = set()
-        for i in np.flatnonzero(~pay):
-            r = lines.iloc[i]
-            target = r["reverses"]
+        for i in np.flatnonzero(~pay).tolist():
+            target = reverses[i]
             why = ""
+            o = run.standing_line(target) if target not in seen else None
             if target in seen:
                 why = f"reverses {target} a second time"
-            elif target not in standing_before.index:
-                why = f"reverses {target or '(blank)'}, which is no standing payment line of an earlier claim"
+            elif o is None:
+                why = (f"reverses {target or '(blank)'}, which is no standing payment line of "
+                       "an earlier claim")
             else:
-                o = standing_before.loc[target]
                 diff = [k for k in ("milestone_id", "funder", "share", "price", "price_from")
-                        if o[k] != r[k]]
+                        if o[k] != mine[k][i]]
                 if diff:
                     why = f"its {', '.join(diff)} differ from {target}'s"
-                elif int(r["amount"]) != -int(o["amount"]):
-                    why = (f"it is {fmt(int(r['amount']))} but {target} paid "
+                elif int(amt[i]) != -int(o["amount"]):
+                    why = (f"it is {fmt(int(amt[i]))} but {target} paid "
                            f"{fmt(int(o['amount']))}")
             seen.add(target)
             if why:
                 out.append((row(i), "bad-reversal", f"reversal of milestone "
-                            f"{r['milestone_id']}: {why}"))
+                            f"{mids[i]}: {why}"))
 
     # caps: the line whose payment takes a running total from within a cap to over it
     # (reversals come first in a claim, so the headroom they free counts). Only the crossing
     # is reported: a total already over its cap was reported where it crossed, and any later
     # payment to it is the replay's to judge
-    def over(keys: pd.Series | None, cap_of, code: str, what) -> None:
-        amounts = both["amount"]
-        cum = amounts.groupby(keys).cumsum() if keys is not None else amounts.cumsum()
-        cum = cum.to_numpy(dtype=np.int64)[n0:]
-        key_vals = keys.to_numpy(dtype=object)[n0:] if keys is not None else [None] * len(lines)
+    def over(keys: np.ndarray | None, before: np.ndarray, cap: np.ndarray, code: str,
+             what) -> None:
+        if keys is None:
+            cum = before + np.cumsum(amt)
+        else:
+            cum = before + pd.Series(amt).groupby(pd.factorize(keys)[0]).cumsum().to_numpy()
+        has_cap = cap >= 0
+        hits = np.flatnonzero((amt > 0) & has_cap & (cum > cap) & (cap >= cum - amt))
         reported = set()
-        for i in np.flatnonzero(amt > 0):
-            k = key_vals[i]
-            cap = cap_of(k)
-            if cap is not None and cum[i] > cap >= cum[i] - amt[i] and k not in reported:
+        for i in hits.tolist():
+            k = keys[i] if keys is not None else None
+            if k not in reported:
                 reported.add(k)
                 out.append((row(i), code, f"{what(k)} reaches {fmt(int(cum[i]))} with this "
-                            f"line, over its cap of {fmt(cap)}"))
+                            f"line, over its cap of {fmt(int(cap[i]))}"))
 
     fcap = {fu.id: money.pence(fu.cap) for fu in c.funders if fu.cap is not None}
-    over(both["funder"], fcap.get, "funder-cap-exceeded", lambda k: f"funder {k}'s total")
+    caps = np.array([fcap.get(f, -1) for f in funder.tolist()], dtype=np.int64)
+    over(funder, run.funder_total(funder), caps, "funder-cap-exceeded",
+         lambda k: f"funder {k}'s total")
     if c.caps and c.caps.contract is not None:
         ccap = money.pence(c.caps.contract)
-        over(None, lambda k: ccap, "contract-cap-exceeded", lambda k: "the contract's total")
+        over(None, run.total, np.full(len(amt), ccap, dtype=np.int64), "contract-cap-exceeded",
+             lambda k: "the contract's total")
+    participants = lines["participant_id"].to_numpy(dtype=object)
     if c.caps and c.caps.participant is not None:
         pcap = money.pence(c.caps.participant)
-        over(both["participant_id"], lambda k: pcap, "participant-cap-exceeded",
+        over(participants, run.participant_total(participants),
+             np.full(len(amt), pcap, dtype=np.int64), "participant-cap-exceeded",
              lambda k: f"participant {k}'s total")
 
-    # what each milestone holds after this claim
-    st = standing_lines(both)
-    touched = set(lines["milestone_id"])
-    mine = st[st["milestone_id"].isin(touched)]
-    per_m = mine.groupby("milestone_id").agg(amount=("amount", "sum"), price=("price", "max"),
-                                             periods=("period", "nunique"))
-    for mid, r in per_m[per_m["amount"] > per_m["price"]].head(MAX_DIFFS).iterrows():
-        out.append((_first_line(lines, mid), "standing-over-price",
-                    f"milestone {mid} holds {fmt(int(r['amount']))} after this claim, more than "
-                    f"its price {fmt(int(r['price']))}"))
-    paid_here = set(lines.loc[pay, "milestone_id"])
-    for mid in [m_ for m_ in per_m.index[per_m["periods"] > 1] if m_ in paid_here][:MAX_DIFFS]:
-        out.append((_first_line(lines, mid), "double-payment",
-                    f"milestone {mid} is paid here while a payment of an earlier claim for it "
-                    "still stands; a milestone is paid once (reverse the earlier payment first)"))
-    net = both[both["milestone_id"].isin(touched)].groupby("milestone_id")["amount"].sum()
-    for mid, v in net[net < 0].head(MAX_DIFFS).items():
-        out.append((_first_line(lines, mid), "negative-standing",
-                    f"milestone {mid} nets {fmt(int(v))} after this claim; a reversal cancels "
-                    "no more than was paid"))
+    coded = run.add(lines)
+
+    # what each milestone this claim has a line for holds after it
+    touched, first_at = np.unique(coded.milestone, return_index=True)
+    names = mids[first_at]
+    amount, price, periods = run.held(touched)
+    standing = periods > 0
+    ordered = lambda sel: sorted(np.flatnonzero(sel).tolist(), key=lambda j: names[j])  # noqa: E731
+    for j in ordered(standing & (amount > price))[:MAX_DIFFS]:
+        out.append((_first_line(lines, names[j]), "standing-over-price",
+                    f"milestone {names[j]} holds {fmt(int(amount[j]))} after this claim, more "
+                    f"than its price {fmt(int(price[j]))}"))
+    paid_here = np.zeros(len(touched), dtype=bool)
+    paid_here[np.searchsorted(touched, coded.milestone[pay])] = True
+    for j in ordered((periods > 1) & paid_here)[:MAX_DIFFS]:
+        out.append((_first_line(lines, names[j]), "double-payment",
+                    f"milestone {names[j]} is paid here while a payment of an earlier claim "
+                    "for it still stands; a milestone is paid once (reverse the earlier "
+                    "payment first)"))
+    net = run.m_net[touched]
+    for j in ordered(net < 0)[:MAX_DIFFS]:
+        out.append((_first_line(lines, names[j]), "negative-standing",
+                    f"milestone {names[j]} nets {fmt(int(net[j]))} after this claim; a "
+                    "reversal cancels no more than was paid"))
 
     # per-participant limits, counted over standing milestones
-    keys = {o.id: limit_of(c, o) for o in c.outcomes}
-    ms = st.drop_duplicates("milestone_id")
-    if len(ms) and pay.any():
-        lk = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[0])
-        lim = ms["outcome"].map(lambda o: keys.get(o, (f"outcome:{o}", 1))[1])
-        counts = ms.assign(lk=lk, lim=lim).groupby(["participant_id", "lk"]).agg(
-            n=("milestone_id", "size"), lim=("lim", "first"))
-        here = lines[pay].assign(lk=lines.loc[pay, "outcome"].map(
-            lambda o: keys.get(o, (f"outcome:{o}", 1))[0]))
-        here_keys = set(zip(here["participant_id"], here["lk"]))
-        for (p, k), r in counts[counts["n"] > counts["lim"]].iterrows():
-            if (p, k) not in here_keys:
-                continue
-            hit = here[(here["participant_id"] == p) & (here["lk"] == k)]
+    if run.standing_milestones and pay.any():
+        keys = {o.id: limit_of(c, o) for o in c.outcomes}
+        key_of = [keys.get(o, (f"outcome:{o}", 1)) for o in run.outcomes]  # by outcome code
+        outcome_keys = [k for k, _lim in key_of]
+        at = np.flatnonzero(pay)
+        p_here, o_here = coded.participant[at], coded.outcome[at]
+        k_here = pd.factorize(np.asarray(outcome_keys, dtype=object)[o_here])[0]
+        # each (participant, limit key) paid here, at its first payment line
+        _u, first = np.unique(p_here * (int(k_here.max()) + 1) + k_here, return_index=True)
+        counts = run.limit_counts(p_here[first], outcome_keys, o_here[first])
+        lims = np.array([lim for _k, lim in key_of], dtype=np.int64)[o_here[first]]
+        found = []
+        for j in np.flatnonzero(counts > lims).tolist():
+            i = at[first[j]]
+            k, lim = key_of[o_here[first[j]]]
+            found.append((participants[i], k, int(counts[j]), lim, i))
+        for p, k, n, lim, i in sorted(found, key=lambda x: (x[0], x[1])):
             what = k.split(":", 1)[1] + (" (group)" if k.startswith("group:") else "")
-            out.append((row(hit.index[0]), "limit-exceeded",
-                        f"participant {p} holds {r['n']} payments of {what}, over its limit of "
-                        f"{r['lim']} per participant"))
+            out.append((row(label[i]), "limit-exceeded",
+                        f"participant {p} holds {n} payments of {what}, over its limit of "
+                        f"{lim} per participant"))
     return out
 
 
@@ -1118,6 +1492,8 @@ def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame) -> list[tup
     statement = name.startswith("statements/")
     want = lines[lines["funder"] == Path(name).stem] if statement else lines
     by_id = {lid: i for i, lid in enumerate(want["line_id"].tolist())}
+    ledger = {k: want[k].tolist() for k in ("price", "amount", "capped", "funder",
+                                           "milestone_id", "kind")}  # (no pandas per row)
     try:
         wb = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged or hostile file
@@ -1156,7 +1532,8 @@ def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame) -> list[tup
                     continue
                 if is_lines:
                     on_lines.add(lid)
-                line = want.iloc[by_id[lid]]
+                j = by_id[lid]
+                line = {k: v[j] for k, v in ledger.items()}
                 for k in ("price", "amount", "capped"):
                     if k in col and _pence_of(cell(k)) != int(line[k]):
                         out.append((r, f"{where}: {k} of {lid} is {cell(k)!r}, the ledger's is "

@@ -404,3 +404,83 @@ def test_an_unknown_contract_is_one_line(short: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith("sib: no contract 'no-such'")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- invariants judged against the running state of a long history (issue 7) ---------------
+# The audit no longer re-reads every earlier line for each claim: it carries running totals,
+# the standing payments and the limit counts from claim to claim. These find breaches that
+# only the whole history shows, at their line, in a late claim.
+
+def _pence(text: str) -> int:
+    return int(Decimal(text) * 100)
+
+
+def test_a_cap_crossed_late_in_a_long_history_is_found_at_its_line(ws: Path) -> None:
+    """dcms's running total over eleven claims and the lines before it in claim 12 is taken
+    to exactly one penny over its cap by one hand-edited line of claim 12."""
+    ledger = claim_dir(ws, "2021-Q4") / "ledger.csv"
+    n = line_of(ledger, ",dcms,")
+    paid = 0
+    for folder in sorted((ws / LEDGERS).iterdir()):
+        frame = pd.read_csv(folder / "ledger.csv", dtype=str, keep_default_na=False)
+        if folder.name == "2021-Q4":
+            frame = frame.iloc[:n - 2]  # the lines before line n
+        paid += sum(_pence(a) for a in frame.loc[frame["funder"] == "dcms", "amount"])
+    cap = _pence("1075000.00")
+    assert 0 < cap - paid  # within the cap so far
+    forged = cap + 1 - paid
+    edit_line(ledger, n, lambda s: set_cell(s, "amount", f"{Decimal(forged) / 100:.2f}"))
+    reseal(ws, "2021-Q4", totals=True)
+    report = audit(ws)
+    breaches = [p for p in report.findings if p.code.endswith("-cap-exceeded")]
+    assert [(p.location, p.code) for p in breaches] == [
+        (f"{LEDGERS}/2021-Q4/ledger.csv:{n}", "funder-cap-exceeded")]
+    assert "funder dcms's total reaches £1,075,000.01 with this line" in breaches[0].message
+    assert {p.location.split("/")[2] for p in report.findings} == {"2021-Q4"}
+
+
+def test_a_reversal_three_claims_back_is_checked_against_the_line_it_names(tmp_path: Path) -> None:
+    ws = copy_workspace(tmp_path, upto="2020-Q1")
+    ledger = claim_dir(ws, "2020-Q1") / "ledger.csv"
+    n = line_of(ledger, "2020-Q1-00001,")
+    assert ledger.read_text("utf-8").split("\n")[n - 1].endswith(",2019-Q2-00029")
+    edit_line(ledger, n, lambda s: set_cell(s, "amount", "-294.20"))  # paid 294.19
+    reseal(ws, "2020-Q1", totals=True)
+    report = audit(ws)
+    bad = [p for p in report.findings if p.code == "bad-reversal"]
+    assert [p.location for p in bad] == [f"{LEDGERS}/2020-Q1/ledger.csv:{n}"]
+    assert bad[0].message == ("reversal of milestone WLM000012: it is -£294.20 but "
+                              "2019-Q2-00029 paid £294.19")
+
+
+def test_a_payment_reversed_in_an_earlier_claim_cannot_be_reversed_again(tmp_path: Path) -> None:
+    """2019-Q4 reversed 2019-Q2's payment of WLM000005 (and paid it again on new terms);
+    the same reversal copied into 2020-Q1 names a line that no longer stands."""
+    ws = copy_workspace(tmp_path, upto="2020-Q1")
+    first = (claim_dir(ws, "2019-Q4") / "ledger.csv").read_text("utf-8").split("\n")[1]
+    assert first.endswith(",2019-Q2-00005") and ",WLM000005," in first
+    ledger = claim_dir(ws, "2020-Q1") / "ledger.csv"
+    rows = ledger.read_text("utf-8").split("\n")
+    rows.insert(1, first.replace("2019-Q4-00001,2019-Q4,", "2020-Q1-00000,2020-Q1,", 1))
+    ledger.write_text("\n".join(rows), "utf-8")
+    reseal(ws, "2020-Q1", totals=True)
+    got = [(p.location, p.message) for p in audit(ws).findings if p.code == "bad-reversal"]
+    assert got == [(f"{LEDGERS}/2020-Q1/ledger.csv:2",
+                    "reversal of milestone WLM000005: reverses 2019-Q2-00005, which is no "
+                    "standing payment line of an earlier claim")]
+
+
+def test_a_limit_exceeded_across_claims(tmp_path: Path) -> None:
+    """WL00024's 13-week sustainment, paid in 2020-Q1, still stands when 2020-Q2 pays
+    another one — WL00106's, handed to WL00024 — against the group's limit of one."""
+    ws = copy_workspace(tmp_path, upto="2020-Q3")
+    ledger = claim_dir(ws, "2020-Q2") / "ledger.csv"
+    n = line_of(ledger, "2020-Q2-00024,")
+    for k in range(n, n + 4):  # the payment's four lines (one per funder)
+        edit_line(ledger, k, lambda s: s.replace(",WLM000228,WL00106,", ",WLM000228,WL00024,"))
+    reseal(ws, "2020-Q2", totals=True)
+    limits = [p for p in audit(ws).findings if p.code == "limit-exceeded"]
+    assert [(p.location, p.message) for p in limits] == [
+        (f"{LEDGERS}/2020-Q2/ledger.csv:{n}",
+         "participant WL00024 holds 2 payments of sustainment-13w (group), over its limit of "
+         "1 per participant")]
