@@ -695,7 +695,13 @@ def standing_mask(kind: np.ndarray, milestone_id: np.ndarray, period: np.ndarray
     mcode, _ = pd.factorize(milestone_id)
     pcode, periods = pd.factorize(period)
     key = mcode.astype(np.int64) * (len(periods) + 1) + pcode
-    where = pd.Index(line_id).get_indexer(reverses[is_rev])
+    ids = pd.Index(line_id)
+    if ids.is_unique:
+        where = ids.get_indexer(reverses[is_rev])
+    else:  # a damaged ledger (sib never writes one): a reversal names the first such line
+        first = np.flatnonzero(~ids.duplicated())
+        where = pd.Index(line_id[first]).get_indexer(reverses[is_rev])
+        where = np.where(where >= 0, first[np.maximum(where, 0)], -1)
     ok = where >= 0
     cancelled = mcode[is_rev][ok].astype(np.int64) * (len(periods) + 1) + pcode[where[ok]]
     return pay & ~np.isin(key, cancelled)

@@ -122,3 +122,19 @@ def test_a_funder_cap_is_checked_over_every_earlier_line(tmp_path, monkeypatch):
     result = _claim(ws, "2022-Q2")
     assert result.exit_code == 1, result.output
     assert "funder-cap-exceeded: dcms has been paid £1,070.00" in result.output
+
+
+def test_standing_lines_of_a_ledger_with_a_repeated_line_id_do_not_crash():
+    # a damaged (resealed) ledger may repeat a line id: the reversal names the first line
+    # with it, as sib audit reads it, and the engine must not fail on the repeat
+    import numpy as np
+
+    kind = np.array(["payment", "payment", "payment", "reversal"], dtype=object)
+    mid = np.array(["M1", "M1", "M2", "M1"], dtype=object)
+    period = np.array(["2022-Q1", "2022-Q1", "2022-Q1", "2022-Q2"], dtype=object)
+    line_id = np.array(["2022-Q1-00001", "2022-Q1-00002", "2022-Q1-00002", "2022-Q2-00001"],
+                       dtype=object)
+    reverses = np.array(["", "", "", "2022-Q1-00001"], dtype=object)
+    # M1's payment of 2022-Q1 (both its lines) is reversed; M2's line stands
+    assert rc.standing_mask(kind, mid, period, line_id, reverses).tolist() == [
+        False, False, True, False]
