@@ -221,25 +221,32 @@ class Cols:
         return Cols(_Taken(self.arrays, ix), len(ix), self, ix)
 
 
-class _Taken(dict):
-    """Columns of `source` at rows `ix`, each gathered on first use."""
+class _Lazy(dict):
+    """Named columns made on first use by `make`, then kept; `names` lists them all."""
 
-    def __init__(self, source, ix: np.ndarray):
+    def __init__(self, names, make):
         super().__init__()
-        self.source, self.ix = source, ix
+        self.names, self.make = names, make
 
     def __missing__(self, name: str) -> np.ndarray:
-        out = self[name] = self.source[name][self.ix]
+        if name not in self.names:
+            raise KeyError(name)
+        out = self[name] = self.make(name)
         return out
 
     def __contains__(self, name) -> bool:
-        return name in self.source
+        return name in self.names
 
     def keys(self):
-        return self.source.keys()
+        return list(self.names)
 
     def items(self):
-        return [(k, self[k]) for k in self.source.keys()]
+        return [(k, self[k]) for k in self.names]
+
+
+def _Taken(source, ix: np.ndarray) -> _Lazy:
+    """Columns of `source` at rows `ix`, each gathered on first use."""
+    return _Lazy(source.keys(), lambda name: source[name][ix])
 
 
 def _norm(values) -> np.ndarray:
@@ -369,7 +376,7 @@ class _People:
         self.index = pd.Index(ids)
         self.blank = len(ids)  # the position of the blank participant
         names = [k for k in participants.columns if k not in ("enrolled_on", "row")]
-        self.cols = Cols(_Blanked(participants, names), len(ids) + 1)
+        self.cols = Cols(_blanked(participants, names), len(ids) + 1)
         self.enrolled = np.append(participants["enrolled_on"].astype(np.int64), NO_DAY)
         self.splits: list[Split] = []
         self.split_index: dict[Split, int] = {}
@@ -443,30 +450,15 @@ class _People:
         return rule_of, split_of, unserved
 
 
-class _Blanked(dict):
+def _blanked(participants: Cols, names: list[str]) -> _Lazy:
     """Participant columns with a blank participant appended, '' for a missing value;
     each made on first use."""
-
-    def __init__(self, participants: Cols, names: list[str]):
-        super().__init__()
-        self.source, self.names = participants, names
-
-    def __missing__(self, name: str) -> np.ndarray:
-        if name not in self.names:
-            raise KeyError(name)
-        values = np.asarray(self.source[name], dtype=object)
+    def make(name: str) -> np.ndarray:
+        values = np.asarray(participants[name], dtype=object)
         values = np.where(pd.isna(values), "", values) if len(values) else values
-        out = self[name] = np.append(values, "").astype(object)
-        return out
+        return np.append(values, "").astype(object)
 
-    def __contains__(self, name) -> bool:
-        return name in self.names
-
-    def keys(self):
-        return list(self.names)
-
-    def items(self):
-        return [(k, self[k]) for k in self.names]
+    return _Lazy(names, make)
 
 
 def _lookup(values: np.ndarray, table: dict[str, str]) -> np.ndarray:
