@@ -24,8 +24,15 @@ Every finding is a `Problem` located as `ledgers/<id>/<period>/<file>[:line]`. F
 cannot be parsed give `bad-manifest` / `bad-ledger`; a folder that is no claim gives
 `stray-entry`. Evidence in inputs/ is read through `read_input`, which decompresses a
 `.gz` copy (issue.py stores large CSV files so) and checks it against the manifest, so the
-replay and explain.py see the bytes the claim read, compressed or not. Must not write,
-print or read the clock; progress goes to a callback.
+replay and explain.py see the bytes the claim read, compressed or not.
+
+The replay and the workbook read-back of a claim depend only on what was read before them,
+so they are pure jobs (`_replay_claim`, `_read_back`) run in forked processes (sib.forked)
+while the next claims are read; a claim's report is made when its jobs have reported, and
+the findings are sorted, so the report does not depend on how many processes ran. A claim
+whose ledger.csv was changed after issue is replayed at once, in order: the next claim's
+history is what that replay recovers. Must not write, print or read the clock; progress goes
+to a callback.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +55,7 @@ from pydantic import ValidationError
 from sib import money
 from sib.contract import Contract, LoadedContract, check_contract, limit_of
 from sib.evidence import Source, validate_evidence
+from sib.forked import Jobs, Pending, cpu_count
 from sib.issue import COMPRESSED_SUFFIX, MAX_EXPANDED, expand_gzip, ledger_dir, \
     original_name, sha256
 from sib.ledger import DECISION_COLUMNS, LEDGER_COLUMNS, MANIFEST_FORMAT, History, empty_lines, \
@@ -426,17 +435,24 @@ class AuditReport:
 
 
 def audit(workspace: Path, contract_id: str | None = None,
-          progress: Progress | None = None) -> AuditReport:
-    """Audit every issued claim of a contract; `progress(done, total, period)` after each."""
+          progress: Progress | None = None, workers: int | None = None) -> AuditReport:
+    """Audit every issued claim of a contract; `progress(done, total, period)` after each.
+
+    The replays and workbook read-backs of claims whose files are as issued run in up to
+    `workers` forked processes (default: every CPU; 1 runs everything here, in order); the
+    report is the same either way."""
     cid, root, shown_root = contract_ledgers(workspace, contract_id)
     folders, stray = claim_folders(root, shown_root)
-    auditor = _Auditor(cid, workspace)
+    auditor = _Auditor(cid, workspace, Jobs(cpu_count() if workers is None else workers))
     auditor.findings += stray
+    started = []
+    for folder in folders:
+        started.append(auditor.claim(folder))
     claims = []
-    for k, folder in enumerate(folders):
-        claims.append(auditor.claim(folder))
+    for k, cl in enumerate(started):
+        claims.append(auditor.finish(cl))
         if progress is not None:
-            progress(k + 1, len(folders), folder.label)
+            progress(k + 1, len(folders), cl.f.label)
     return AuditReport(cid, shown_root, tuple(claims), tuple(sort_problems(auditor.findings)))
 
 
@@ -456,6 +472,12 @@ class _Claim:
     decisions: pd.DataFrame | None = None                # decisions.csv as on disk
     lc: LoadedContract | None = None                     # inputs/contract.yaml
     manifest_text: str = ""
+    pending: list[Pending] = field(default_factory=list)  # replay / read-back in a child
+
+    def release(self) -> None:
+        """Drop what was read once every check that needs it has it (a long audit keeps
+        only each claim's verdicts until its last job reports)."""
+        self.data, self.inputs, self.lines, self.decisions = {}, {}, None, None
 
     def skip(self, step: str, why: str) -> None:
         if self.checks[step] == "ok":
@@ -466,9 +488,10 @@ class _Claim:
 class _Auditor:
     """Walks the claims in order, carrying what later claims are checked against."""
 
-    def __init__(self, contract_id: str, workspace: Path):
+    def __init__(self, contract_id: str, workspace: Path, jobs: Jobs | None = None):
         self.cid = contract_id
         self.workspace = workspace
+        self.jobs = jobs or Jobs(1)
         self.findings: list[Problem] = []
         self.prev: ClaimFolder | None = None
         self.first: Period | None = None
@@ -483,10 +506,16 @@ class _Auditor:
         self.findings.append(Problem(path, line, col, code, message))
         cl.checks[step] = "failed"
 
+    def found(self, cl: _Claim, found: "_Found") -> None:
+        """Add what a job found (see `_replay_claim`)."""
+        for step, path, line, code, message, col in found:
+            self.add(cl, step, path, line, code, message, col)
+
     def mline(self, cl: _Claim, *key: str) -> int | None:
         return json_line(cl.manifest_text, key) if cl.manifest_text else None
 
-    def claim(self, f: ClaimFolder) -> ClaimAudit:
+    def claim(self, f: ClaimFolder) -> _Claim:
+        """Check one claim; its replay and read-back may still be running (`finish`)."""
         cl = _Claim(f)
         if f.manifest is None:
             self.add(cl, "files", f.file("manifest.json"), None, "bad-manifest",
@@ -505,29 +534,43 @@ class _Auditor:
         self._read_files(cl)
         if cl.lc is None and f.manifest is not None:
             self.add(cl, "replay", f.file("inputs/contract.yaml"), None, "replay-failed", why)
-        replayed = self._replay(cl)
+        replay = self._replay(cl)
         if f.manifest is not None and cl.lines is not None:
             self._totals(cl)
         else:
             cl.skip("totals", "no usable manifest or ledger.csv")
         # what the next claim read as history: the issued ledger, recovered by the replay
-        # when the file on disk was changed after issue
+        # when the file on disk was changed after issue (so that replay runs now)
         disk = cl.lines if cl.lines is not None else empty_lines()
         hist = disk
         want = (f.manifest or {}).get("files", {}).get("ledger.csv")
-        if want and sha256(cl.data.get("ledger.csv", b"")) != want and replayed is not None \
-                and sha256(replayed) == want:
-            hist, _ = parse_ledger(replayed.decode("utf-8"), f.file("ledger.csv"))
+        if replay is not None and want and sha256(cl.data.get("ledger.csv", b"")) != want:
+            found, replayed = replay(keep_ledger=True)
+            self.found(cl, found)
+            replay = None
+            if replayed is not None and sha256(replayed) == want:
+                hist, _ = parse_ledger(replayed.decode("utf-8"), f.file("ledger.csv"))
         # the invariants judge the lines on disk (unreadable: the best known) and take them
         # into the running state that the next claim is judged against
         self._invariants(cl, disk if cl.lines is not None else hist)
-        if f.manifest is not None:
-            self._workbooks(cl)
+        books = self._workbooks(cl) if f.manifest is not None else None
+        work = [job for job in (replay, books) if job is not None]
+        if work:  # the rest of the replay and the read-back: pure, in a child if it can
+            cl.pending.append(self.jobs.submit(partial(_run_all, work)))
         if not self.broken:  # else no later claim is replayed: the history is not needed
             self.history.append(hist)
         self.history_periods.append(f.label)
         self.prev = f
         self.expected = f.period.next()
+        cl.release()
+        return cl
+
+    def finish(self, cl: _Claim) -> ClaimAudit:
+        """The claim's report, once the jobs it started have reported."""
+        for p in cl.pending:
+            self.found(cl, p.result())
+        cl.pending = []
+        f = cl.f
         number = (f.manifest or {}).get("claim_number")
         return ClaimAudit(f.label, f.shown, number if isinstance(number, int) else None,
                           f.manifest_sha256, dict(cl.checks), tuple(cl.notes))
@@ -725,8 +768,9 @@ class _Auditor:
 
     # --- replay ---
 
-    def _replay(self, cl: _Claim) -> bytes | None:
-        """Recompute the claim and compare; the replayed ledger.csv bytes (None if not run)."""
+    def _replay(self, cl: _Claim) -> "Callable[..., tuple[_Found, bytes | None]] | None":
+        """What the replay needs, checked here (a reason is recorded when it cannot run),
+        as a job that recomputes the claim and compares (`_replay_claim`); None if none."""
         f, m = cl.f, cl.f.manifest
         if m is None or cl.lc is None:
             cl.skip("replay", "no usable manifest or contract")
@@ -755,39 +799,13 @@ class _Auditor:
             logical = original_name(name)  # .csv or .xlsx: how the evidence is read
             shown = sources.get(table, f"evidence/{self.cid}/{Path(logical).name}")
             srcs[table] = Source(f.path / logical, shown, raw)
-        ev = validate_evidence(lc, srcs["participants"], srcs["milestones"])
         skip_invalid = bool((m.get("options") or {}).get("skip_invalid", False))
         where = {srcs[t].shown: f.file(f.input_name(t)) for t in srcs}
-        if ev.problems and (ev.file_problems or not skip_invalid):
-            for p in ev.problems[:20]:
-                self.add(cl, "replay", where.get(p.path, p.path), p.line, "replay-failed",
-                         f"the evidence the claim read has a problem ({p.code}: {p.message})",
-                         p.col)
-            return None
-        hist = History(tuple(self.history_periods), self.history.frame())
-        try:
-            claim = compute_claim(lc.contract, ev, hist, f.period)
-        except SibError as e:
-            self.add(cl, "replay", f.file("ledger.csv"), None, "replay-failed",
-                     f"the engine refuses to recompute the claim: {e}")
-            return None
-        if claim.problems:
-            for p in claim.problems:
-                self.add(cl, "replay", where.get(p.path, p.path), p.line, "replay-failed",
-                         f"the engine refuses to recompute the claim ({p.code}: {p.message})")
-            return None
-        new_ledger = render_ledger(claim.lines).encode("utf-8")
-        new_dec = render_decisions(claim.decisions).encode("utf-8")
-        for name, new in (("ledger.csv", new_ledger), ("decisions.csv", new_dec)):
-            old = cl.data.get(name)
-            if old is not None and old != new:
-                for line, message in _differences(old, new):
-                    self.add(cl, "replay", f.file(name), line, "replay-mismatch", message)
-        if cl.decisions is not None and len(cl.decisions) != claim.rows_in:
-            self.add(cl, "invariants", f.file("decisions.csv"), None, "one-decision-per-row",
-                     f"{len(cl.decisions)} decisions for the {claim.rows_in} milestone rows of "
-                     "the evidence the claim read; each row has exactly one")
-        return new_ledger
+        files = ("ledger.csv", "decisions.csv")
+        return partial(_replay_claim, lc.contract, lc, srcs, where, skip_invalid,
+                       History(tuple(self.history_periods), self.history.frame()), f.period,
+                       {n: cl.data.get(n) for n in files}, {n: f.file(n) for n in files},
+                       len(cl.decisions) if cl.decisions is not None else None)
 
     # --- totals ---
 
@@ -889,22 +907,78 @@ class _Auditor:
 
     # --- workbooks ---
 
-    def _workbooks(self, cl: _Claim) -> None:
+    def _workbooks(self, cl: _Claim) -> "Callable[..., tuple[_Found, None]] | None":
+        """The claim's workbooks, as a job that reads them back (`_read_back`); None if
+        there is nothing to read back (the reason recorded)."""
         f = cl.f
         books = [n for n in sorted(f.manifest["files"])
                  if n == "claim.xlsx" or (n.startswith("statements/") and n.endswith(".xlsx"))]
         if not books:
             cl.checks["workbooks"] = "absent"
-            return
+            return None
         if cl.lines is None:
             cl.skip("workbooks", "no readable ledger.csv to compare with")
-            return
-        for name in books:
-            raw = cl.data.get(name)
-            if raw is None:
-                continue  # file-missing says so
-            for line, message in workbook_differences(name, raw, cl.lines):
-                self.add(cl, "workbooks", f.file(name), line, "workbook-mismatch", message)
+            return None
+        # (a book that cannot be read is not here: file-missing says so)
+        return partial(_read_back, [(n, cl.data[n], f.file(n)) for n in books if n in cl.data],
+                       cl.lines)
+
+
+# What a job found: (step, path, line, code, message, col), each a finding of `step`.
+_Found = list[tuple[str, str, "int | None", str, str, "int | None"]]
+
+
+def _run_all(jobs: list, keep_ledger: bool = False) -> _Found:
+    """Run a claim's jobs one after the other; everything they found."""
+    return [x for job in jobs for x in job()[0]]
+
+
+def _replay_claim(c: Contract, lc: LoadedContract, srcs: dict[str, Source],
+                  where: dict[str, str], skip_invalid: bool, history: History, period: Period,
+                  old: dict[str, bytes | None], shown: dict[str, str], n_decisions: int | None,
+                  keep_ledger: bool = False) -> tuple[_Found, bytes | None]:
+    """Recompute a claim from the evidence it read and the earlier ledgers, and compare
+    with its ledger.csv and decisions.csv (`old`, as on disk): what differs, and the
+    recomputed ledger.csv (when `keep_ledger`; None if it could not be recomputed).
+    Pure: it may run in another process (sib.forked)."""
+    out: _Found = []
+    ev = validate_evidence(lc, srcs["participants"], srcs["milestones"])
+    if ev.problems and (ev.file_problems or not skip_invalid):
+        for p in ev.problems[:20]:
+            out.append(("replay", where.get(p.path, p.path), p.line, "replay-failed",
+                        f"the evidence the claim read has a problem ({p.code}: {p.message})",
+                        p.col))
+        return out, None
+    try:
+        claim = compute_claim(c, ev, history, period)
+    except SibError as e:
+        out.append(("replay", shown["ledger.csv"], None, "replay-failed",
+                    f"the engine refuses to recompute the claim: {e}", None))
+        return out, None
+    if claim.problems:
+        for p in claim.problems:
+            out.append(("replay", where.get(p.path, p.path), p.line, "replay-failed",
+                        f"the engine refuses to recompute the claim ({p.code}: {p.message})",
+                        None))
+        return out, None
+    new_ledger = render_ledger(claim.line_cols).encode("utf-8")
+    new_dec = render_decisions(claim.decision_cols).encode("utf-8")
+    for name, new in (("ledger.csv", new_ledger), ("decisions.csv", new_dec)):
+        if old[name] is not None and old[name] != new:
+            for line, message in _differences(old[name], new):
+                out.append(("replay", shown[name], line, "replay-mismatch", message, None))
+    if n_decisions is not None and n_decisions != claim.rows_in:
+        out.append(("invariants", shown["decisions.csv"], None, "one-decision-per-row",
+                    f"{n_decisions} decisions for the {claim.rows_in} milestone rows of the "
+                    "evidence the claim read; each row has exactly one", None))
+    return out, new_ledger if keep_ledger else None
+
+
+def _read_back(books: list[tuple[str, bytes, str]], lines: pd.DataFrame) -> tuple[_Found, None]:
+    """Each workbook (name, bytes, shown) read back against the claim's ledger lines."""
+    return [("workbooks", shown, line, "workbook-mismatch", message, None)
+            for name, raw, shown in books
+            for line, message in workbook_differences(name, raw, lines)], None
 
 
 def _short(digest: str | None) -> str:

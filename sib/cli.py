@@ -193,8 +193,12 @@ def claim(period: str, contract_id: str | None, dry_run: bool, skip_invalid: boo
               help="The contract id (may be left out when the workspace has one contract).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result (each claim's checks and every finding) as JSON.")
+@click.option("--workers", type=click.IntRange(1, 64), metavar="N",
+              help="Processes to replay claims on (default: one per CPU); the findings are "
+                   "the same whatever N.")
 @_workspace_option
-def audit(contract_id: str | None, as_json: bool, workspace: Path) -> None:
+def audit(contract_id: str | None, as_json: bool, workers: int | None,
+          workspace: Path) -> None:
     """Verify every issued claim: hash chain, file hashes, replay, invariants, totals.
 
     Each claim is recomputed from its inputs/ and the earlier ledgers and must reproduce
@@ -223,7 +227,7 @@ def audit(contract_id: str | None, as_json: bool, workspace: Path) -> None:
                     item_show_func=lambda item: item)))
             bar[0].update(1, label)
 
-        report = run_audit(workspace, contract_id, progress)
+        report = run_audit(workspace, contract_id, progress, workers)
     if as_json:  # the findings are in the document
         click.echo(json.dumps(report.as_json(), indent=2, sort_keys=True, ensure_ascii=False))
         sys.exit(EXIT_PROBLEMS if report.findings else EXIT_OK)

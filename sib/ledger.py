@@ -14,6 +14,7 @@ money.
 from __future__ import annotations
 
 import codecs
+import csv
 import io
 import json
 import re
@@ -57,34 +58,89 @@ def empty_lines() -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def fmt_amounts(values: np.ndarray) -> list[str]:
-    return [money.fmt_amount(v) for v in np.asarray(values, dtype=np.int64).tolist()]
+def _each_distinct(values: np.ndarray, fmt) -> np.ndarray:
+    """fmt(distinct values) gathered back to every row: a column's values repeat heavily."""
+    codes, uniques = pd.factorize(values)
+    return np.asarray(fmt(uniques), dtype=object)[codes] if len(uniques) else \
+        np.array([], dtype=object)
 
 
-def _csv(frame: pd.DataFrame) -> str:
+def fmt_amounts(values: np.ndarray) -> np.ndarray:
+    """Pence as ledger-file amounts ('-1234.50'), each distinct value formatted once."""
+    return _each_distinct(np.asarray(values, dtype=np.int64),
+                          lambda u: [money.fmt_amount(v) for v in u.tolist()])
+
+
+def _text(values) -> np.ndarray:
+    """A text column as the file writes it: missing (None or NaN) as an empty field, as
+    pandas' to_csv wrote it."""
+    a = np.asarray(values, dtype=object)
+    missing = pd.isna(a)
+    return np.where(missing, "", a) if missing.any() else a
+
+
+_SPECIAL = re.compile(r'[,"\r\n]')
+
+
+def _field(value: str) -> str:
+    """One CSV field as the csv module writes it (minimal quoting)."""
+    if not _SPECIAL.search(value):
+        return value
     buf = io.StringIO()
-    frame.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
+    csv.writer(buf, lineterminator="\n").writerow([value, ""])  # two fields: no lone-field rule
+    return buf.getvalue()[:-2]
 
 
-def render_ledger(lines: pd.DataFrame) -> str:
-    """ledger.csv text for typed lines (already in file order, with line_ids)."""
-    out = pd.DataFrame({c: lines[c].astype(object) for c in LEDGER_COLUMNS})
-    for c in DAY_COLUMNS:
-        out[c] = days_text(lines[c].to_numpy())
-    for c in PENCE_COLUMNS:
-        out[c] = fmt_amounts(lines[c].to_numpy())
-    out["share"] = [money.fmt_share(u) for u in lines["share"].astype(np.int64).tolist()]
-    out["late"] = np.where(lines["late"].to_numpy(dtype=bool), "true", "false")
+def _quoted(values: np.ndarray) -> list[str]:
+    """A text column's fields (most need no quotes: then as they are)."""
+    texts = values.tolist()
+    try:
+        plain = not _SPECIAL.search("".join(texts))
+    except TypeError:  # not all text
+        plain = False
+    if plain:
+        return texts
+    return _each_distinct(values, lambda u: [_field(str(v)) for v in u.tolist()]).tolist()
+
+
+def _csv(columns: dict[str, np.ndarray]) -> str:
+    """CSV text of aligned text columns, header first, with the csv module's minimal quoting
+    and `\\n` line ends: what pandas' to_csv wrote before (its writer is that module), but
+    each distinct value quoted once and each row joined once."""
+    if len(columns) < 2:  # a lone empty field is written "" (sib's files have 9+ columns)
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(
+            [list(columns), *zip(*(a.tolist() for a in columns.values()))])
+        return buf.getvalue()
+    rows = map(",".join, zip(*(_quoted(a) for a in columns.values())))
+    return "\n".join([",".join(_field(c) for c in columns), *rows]) + "\n"
+
+
+def render_ledger(lines) -> str:
+    """ledger.csv text for typed lines (already in file order, with line_ids): a frame or
+    any table of columns by name (the engine's columns need no frame)."""
+    out = {}
+    for c in LEDGER_COLUMNS:
+        v = np.asarray(lines[c])
+        if c in DAY_COLUMNS:
+            out[c] = _each_distinct(v.astype(np.int64), days_text)
+        elif c in PENCE_COLUMNS:
+            out[c] = fmt_amounts(v)
+        elif c == "share":
+            out[c] = _each_distinct(v.astype(np.int64),
+                                    lambda u: [money.fmt_share(x) for x in u.tolist()])
+        elif c == "late":
+            out[c] = np.where(v.astype(bool), "true", "false").astype(object)
+        else:
+            out[c] = _text(v)
     return _csv(out)
 
 
-def render_decisions(decisions: pd.DataFrame) -> str:
-    """decisions.csv text for typed decisions (sorted by milestone_id)."""
-    out = pd.DataFrame({c: decisions[c].astype(object) for c in DECISION_COLUMNS})
-    out["amount"] = fmt_amounts(decisions["amount"].to_numpy())
-    out["capped"] = fmt_amounts(decisions["capped"].to_numpy())
-    return _csv(out)
+def render_decisions(decisions) -> str:
+    """decisions.csv text for typed decisions (sorted by milestone_id): a frame or any table
+    of columns by name."""
+    return _csv({c: fmt_amounts(np.asarray(decisions[c])) if c in ("amount", "capped")
+                 else _text(decisions[c]) for c in DECISION_COLUMNS})
 
 
 def _distinct(values) -> tuple[np.ndarray, np.ndarray]:
