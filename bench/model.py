@@ -105,9 +105,9 @@ def profile(la, n: int) -> None:
     sizes = []
     real = reconcile.claim_after
 
-    def timed(c, ev, hist, number, period):
+    def timed(c, ev, hist, number, period, **kw):
         t = time.perf_counter()
-        out = real(c, ev, hist, number, period)
+        out = real(c, ev, hist, number, period, **kw)
         sizes.append((len(ev.milestones), len(hist), time.perf_counter() - t))
         return out
 

@@ -10,8 +10,10 @@ After reconcile.py and model_format.py in the flow, before model_workbook.py and
    of `sib claim` — from the evidence as it stood at the period's end (milestones
    verified by then; the whole participants table, which gives the same claims since no
    milestone is verified before its participant enrols), in memory, each claim's lines
-   becoming the next one's history, kept as columns. The model therefore pays exactly
-   what the contract would;
+   becoming the next one's history, kept as columns and coded as the engine reads them
+   (`reconcile.Earlier`, which each claim hands on to the next: the same claims as coding
+   the whole history again every period). The model therefore pays exactly what the
+   contract would;
 3. the runs' payments per period and funder, and per outcome, are summarised as mean, P10
    and P90 (nearest rank, so each is a figure some run really had), the caps as the share
    of runs reaching them and the median period when they did; with `costs`, the
@@ -44,7 +46,7 @@ from sib.contract import Contract
 from sib.evidence import day_number
 from sib.model_format import ENROLMENT, Z90, LoadedAssumptions
 from sib.period import Period
-from sib.reconcile import Cols, Rows, claim_after, no_lines
+from sib.reconcile import Cols, Earlier, Rows, claim_after, no_lines
 
 KIND_ORDER = ("central", "local-authority", "health", "dwp", "other")
 CAP_REJECTIONS = ("participant-cap", "contract-cap", "funder-cap", "volume-cap")
@@ -166,26 +168,25 @@ def simulate(plan: Plan, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Dat
     Draws, in this order, whatever the probabilities: each period's enrolment days; one
     uniform per participant for the profile; then per step one uniform (reached?), one
     normal (delay), one uniform per value column and one normal (verification) per
-    participant.
+    participant. Columns are built as arrays and each frame made once (pandas costs per
+    operation, and a model makes thousands of these).
     """
     days = [rng.integers(lo, hi + 1, size=n, dtype=np.int64) for lo, hi, n in plan.enrol]
     enrolled = np.concatenate(days) if days else np.zeros(0, dtype=np.int64)
     n = len(enrolled)
     prof = np.searchsorted(plan.profile_cum, rng.random(n), side="right")
     prof = np.minimum(prof, len(plan.profiles) - 1)
-    pids = np.array([f"P{k + 1:06d}" for k in range(n)], dtype=object)
+    pids = _numbered("P", 6, n)
     participants = {"participant_id": pids, "enrolled_on": enrolled,
                     "row": np.arange(2, n + 2, dtype=np.int64)}
     for j, col in enumerate(plan.columns):
         participants[col] = np.array([p[j] for p in plan.profiles], dtype=object)[prof]
-    pf = pd.DataFrame(participants)
-    for col in plan.columns:
-        pf[col] = pf[col].astype("str")
-    pf["participant_id"] = pf["participant_id"].astype("str")
+    pf = pd.DataFrame(participants).astype({col: "str" for col in
+                                            ("participant_id",) + plan.columns})
 
     reached: list[np.ndarray] = []
     on: list[np.ndarray] = []
-    parts = []
+    parts: list[dict] = []
     for s in plan.steps:
         u = rng.random(n)
         z = rng.standard_normal(n)
@@ -198,36 +199,52 @@ def simulate(plan: Plan, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Dat
         reached.append(ok)
         on.append(achieved)
         idx = np.flatnonzero(ok)
-        rec = {"participant_id": pids[idx], "milestone": s.milestone,
+        rec = {"participant_id": pids[idx],
+               "milestone": np.full(len(idx), s.milestone, dtype=object),
                "achieved_on": achieved[idx],
                "verified_on": achieved[idx] + _delays(plan.verify_median, plan.verify_sigma,
                                                       vz)[idx]}
         for (col, options, cum), d in zip(s.values, draws):
             pick = np.minimum(np.searchsorted(cum, d[idx], side="right"), len(options) - 1)
             rec[col] = np.array(options, dtype=object)[pick]
-        parts.append(pd.DataFrame(rec))
-    m = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        {"participant_id": [], "milestone": [], "achieved_on": [], "verified_on": []})
-    k = len(m)
-    mids = np.array([f"M{i + 1:07d}" for i in range(k)], dtype=object)
-    mf = pd.DataFrame({
-        "milestone_id": mids,
-        "participant_id": m["participant_id"].to_numpy(dtype=object),
-        "milestone": m["milestone"].to_numpy(dtype=object),
-        "achieved_on": m["achieved_on"].to_numpy(dtype=np.int64),
-        "status": "verified",
-        "verified_on": m["verified_on"].to_numpy(dtype=np.int64),
-        "evidence_ref": "EV-" + pd.Series(mids, dtype=object),
-    })
-    for col in ("evidence_type", "hours_per_week") + tuple(
-            c_ for c_ in plan.value_columns if c_ not in ("evidence_type", "hours_per_week")):
-        mf[col] = m[col].fillna("").to_numpy(dtype=object) if col in m.columns else ""
-    mf.insert(list(mf.columns).index("hours_per_week") + 1, "row",
-              np.arange(2, k + 2, dtype=np.int64))
-    for col in mf.columns:
-        if col not in ("achieved_on", "verified_on", "row"):
-            mf[col] = mf[col].astype("str")
-    return pf, mf
+        parts.append(rec)
+
+    def joined(col: str, dtype) -> np.ndarray:
+        # a step without the column gives '' for it
+        return np.concatenate([p[col] if col in p else np.full(len(p["achieved_on"]), "",
+                                                                 dtype=object)
+                               for p in parts] + [np.zeros(0, dtype=dtype)]).astype(dtype)
+
+    k = sum(len(p["achieved_on"]) for p in parts)
+    mids = _numbered("M", 7, k)
+    mf = {"milestone_id": mids, "participant_id": joined("participant_id", object),
+          "milestone": joined("milestone", object),
+          "achieved_on": joined("achieved_on", np.int64),
+          "status": np.full(k, "verified", dtype=object),
+          "verified_on": joined("verified_on", np.int64),
+          "evidence_ref": _numbered("EV-M", 7, k)}
+    values = ("evidence_type", "hours_per_week") + tuple(
+        c_ for c_ in plan.value_columns if c_ not in ("evidence_type", "hours_per_week"))
+    for col in values:
+        mf[col] = joined(col, object)
+        if col == "hours_per_week":
+            mf["row"] = np.arange(2, k + 2, dtype=np.int64)
+    frame = pd.DataFrame(mf)
+    return pf, frame.astype({col: "str" for col in frame.columns
+                             if col not in ("achieved_on", "verified_on", "row")})
+
+
+def _numbered(prefix: str, width: int, n: int) -> np.ndarray:
+    """prefix + 1, 2, … n zero-padded to `width` digits (ids of participants, milestones and
+    evidence), as an object array; the texts are made once per process."""
+    texts = _NUMBERED.setdefault((prefix, width), [])
+    while len(texts) < n:
+        more = range(len(texts) + 1, max(n, 2 * len(texts)) + 1)
+        texts.extend(f"{prefix}{k:0{width}d}" for k in more)
+    return np.array(texts[:n] + [None], dtype=object)[:-1]
+
+
+_NUMBERED: dict[tuple[str, int], list[str]] = {}
 
 
 _INVALID = pd.DataFrame({"milestone_id": pd.Series([], dtype="str"),
@@ -259,8 +276,10 @@ def claim_history(plan: Plan, participants: pd.DataFrame, milestones: pd.DataFra
     Claim).
 
     The earlier lines are kept as columns from claim to claim (`reconcile.claim_after`, what
-    `compute_claim` does after reading the ledgers), not rebuilt as a frame every period."""
-    earlier = no_lines()
+    `compute_claim` does after reading the ledgers), not rebuilt as a frame every period,
+    and coded as the engine reads them (`reconcile.Earlier`, handed on by each claim as
+    `Claim.after`): a claim codes only its own lines, not the whole history again."""
+    earlier = Earlier.of(no_lines())
     claims = []
     # Every claim gets the whole participants table: no milestone verified by a period's end
     # belongs to someone enrolled after it (delays are never negative), so the claims are
@@ -272,10 +291,10 @@ def claim_history(plan: Plan, participants: pd.DataFrame, milestones: pd.DataFra
         end = day_number(period.end)
         known = events.take(np.flatnonzero(verified <= end))
         ev = Rows(people, known, _INVALID, len(known))
-        claim = claim_after(plan.contract, ev, earlier, number, period)
-        earlier = earlier.then(claim.line_cols)
+        claim = claim_after(plan.contract, ev, earlier.lines, number, period, earlier=earlier)
+        earlier = claim.after
         claims.append(claim)
-    return earlier, claims
+    return earlier.lines, claims
 
 
 def _price(plan: Plan, outcome_ix: int, basis_day: int) -> int:
@@ -304,9 +323,9 @@ def run_one(plan: Plan, run: int, seed: int) -> RunResult:
     np.add.at(pay, (period_at, funder_at), amount_of)
     paid = lines["kind"] == "payment"
     count = np.zeros(len(oids), dtype=np.int64)  # milestones paid at least once, per outcome
-    pairs = np.unique(np.stack([outcome_at[paid], pd.factorize(lines["milestone_id"][paid])[0]]),
-                      axis=1) if paid.any() else np.zeros((2, 0), dtype=np.int64)
-    np.add.at(count, pairs[0], 1)
+    pairs = np.unique(pd.factorize(lines["milestone_id"][paid])[0].astype(np.int64) * len(oids)
+                      + outcome_at[paid])  # each (milestone, outcome) once
+    np.add.at(count, pairs % len(oids), 1)
     amount = np.zeros(len(oids), dtype=np.int64)
     np.add.at(amount, outcome_at, amount_of)
     withheld = np.zeros(len(oids), dtype=np.int64)

@@ -8,7 +8,8 @@ claim. It follows ../shared/spec/claim-rules.md section by section:
   §1 which rows are looked at  → `claim_after` (verified by the period's end)
   §2 eligibility               → `eligibility` (whole-column checks; what depends only on
                                   the participant — eligibility columns, payer rules,
-                                  routes — once per participant in `_People`;
+                                  routes — once per participant in `_People`, what depends
+                                  only on the row once per row in `_RowFacts`;
                                   prerequisites in dependency order by sorted-key search)
   §5 corrections               → `claim_after` (reversals before this period's payments)
   §3 limits and caps           → `_allocate` (the one ordered loop: first claimed, first served)
@@ -23,6 +24,16 @@ is small and is computed thousands of times, and pandas costs tens of microsecon
 operation whatever the size. `claim_after` is the entry for callers that keep columns
 between claims (the model); `compute_claim` converts frames once.
 
+What a claim reads from the earlier lines it reads as integer codes (`Earlier`: each
+line's milestone, participant, funder, period and outcome, and the line each reversal
+names), so that the standing lines, the totals caps and limits are judged by and the
+invariant check are whole-array sums. `compute_claim` codes the lines it is given; the
+model hands each claim's codes on to the next (`Claim.after`), so that a claim codes only
+its own lines — the same codes, so the same claim, and nothing carried over is a running
+total: each claim sums afresh, and is checked against every earlier line of the groups it
+touches. Likewise what §2 finds from a row alone is worked out once per row of the table
+the rows are taken from (`_RowFacts`); the prerequisites are judged every claim.
+
 Must not read or write files, print, look at the clock or use randomness: the same
 inputs give the same frames, whatever the order of the evidence rows.
 """
@@ -32,6 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from datetime import date
 
 import numpy as np
@@ -93,6 +105,8 @@ class Claim:
     line_cols / decision_cols: the same as columns; `lines` and `decisions` are made from
     them when first asked for (the model keeps columns from claim to claim and needs
     neither frame).
+    after: the earlier lines and this claim's, coded (`Earlier`): what the next claim of a
+    history takes as `claim_after(..., earlier=)`.
     """
 
     period: Period
@@ -101,6 +115,7 @@ class Claim:
     decision_cols: "Cols"
     rows_in: int
     problems: tuple[Problem, ...] = ()
+    after: "Earlier | None" = field(default=None, repr=False, compare=False)
 
     @cached_property
     def lines(self) -> pd.DataFrame:
@@ -217,7 +232,10 @@ class Cols:
         return self.n
 
     def take(self, ix: np.ndarray) -> "Cols":
-        """The rows at `ix`; a column is gathered when first used."""
+        """The rows at `ix`; a column is gathered when first used — from the table these
+        rows were taken from, when they were (one gather, not one per `take`)."""
+        if self._parent is not None:
+            return self._parent.take(self._ix[ix])
         return Cols(_Taken(self.arrays, ix), len(ix), self, ix)
 
 
@@ -515,18 +533,88 @@ def _latest_before(pc: np.ndarray, day: np.ndarray, pool_pc: np.ndarray, pool_da
     return found, np.where(found, unrank(pool_key[jj] % width), 0)
 
 
-def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
-    """Judge every row (milestones verified by the period's end) against §2, in its order."""
+# reason codes as small integers inside the engine: 0 eligible, k the k-th ELIGIBILITY_CODES
+_REASON_TEXT = np.array([""] + list(ELIGIBILITY_CODES), dtype=object)
+_REASON = {code: k for k, code in enumerate(_REASON_TEXT.tolist())}
+
+
+def _root(rows: Cols) -> tuple[Cols, np.ndarray]:
+    """The table `rows` were taken from (through every `take`), and their positions in it."""
+    ix = np.arange(len(rows))
+    while rows._parent is not None:
+        ix = rows._ix[ix]
+        rows = rows._parent
+    return rows, ix
+
+
+class _RowFacts:
+    """What §2 finds from a milestone row alone — with its participant and the contract —
+    for the rows of one table, each row worked out once however many claims look at it
+    (the model judges every row again in each later claim of its history; only the
+    prerequisites depend on the other rows, and `eligibility` judges those every time).
+    The first rows asked for are worked out with every verified row of their table.
+
+    Columns (`NAMES`): reason, the first failing check before the prerequisites (an index
+    into _REASON_TEXT, 0 when none) and detail, its sentence; outcome, the index of the
+    outcome that pays the row in c.outcomes (-1: none); price_from / price in force;
+    no_price and its sentence; split, the index into the participants' splits (-1: none);
+    no_funder and its sentence (funder_why); achieved, the day; person, the participant's
+    position (the blank participant's when unknown)."""
+
+    NAMES = ("reason", "detail", "outcome", "price_from", "price", "no_price",
+             "no_price_detail", "split", "no_funder", "funder_why", "achieved", "person")
+
+    def __init__(self, c: Contract, table: Cols, participants: Cols, people: "_People"):
+        self.contract, self.table, self.participants, self.people = c, table, participants, people
+        self.done = np.zeros(len(table), dtype=bool)
+        self.cols: dict[str, np.ndarray] | None = None
+
+    @staticmethod
+    def of(c: Contract, rows: Cols, participants: Cols) -> dict[str, np.ndarray]:
+        """The facts of `rows`, worked out for those of their table not yet judged."""
+        table, ix = _root(rows)
+        people = _People.of(c, participants)
+        key = ("row-facts", id(c), id(participants))
+        memo = table._memo.get(key)
+        if (memo is None or memo.contract is not c or memo.participants is not participants
+                or memo.people is not people):
+            memo = table._memo[key] = _RowFacts(c, table, participants, people)
+        return memo._at(ix)
+
+    def _at(self, ix: np.ndarray) -> dict[str, np.ndarray]:
+        need = ix[~self.done[ix]]
+        if len(need):
+            # with them, every verified row of the table: the rows later claims look at
+            # (the model's claims look at more of one table each period), in one pass
+            if "status" in self.table:
+                need = np.concatenate([need, np.flatnonzero(
+                    (self.table["status"] == "verified") & ~self.done)])
+            need = np.unique(need)
+            found = _row_facts(self.contract, self.table.take(need), self.participants)
+            if self.cols is None:
+                self.cols = {k: np.zeros(len(self.table), dtype=found[k].dtype)
+                             for k in self.NAMES}
+            for k in self.NAMES:
+                self.cols[k][need] = found[k]
+            self.done[need] = True
+        if self.cols is None:  # no row at all
+            return _row_facts(self.contract, self.table.take(ix), self.participants)
+        return {k: a[ix] for k, a in self.cols.items()}
+
+
+def _row_facts(c: Contract, rows: Cols, participants: Cols) -> dict[str, np.ndarray]:
+    """§2 for each row on its own, in its order: every check but the prerequisites, and
+    the price and the split (see `_RowFacts`)."""
     n = len(rows)
     t = c.term
     start, enrol_end, out_end = (day_number(t.service_start), day_number(t.enrolment_end),
                                  day_number(t.outcomes_end))
-    reason = np.full(n, "", dtype=object)
+    reason = np.zeros(n, dtype=np.int64)
     detail = np.full(n, "", dtype=object)
 
     def fail(mask: np.ndarray, code: str, sentence) -> None:
-        sel = np.flatnonzero(mask & (reason == ""))
-        reason[sel] = code
+        sel = np.flatnonzero(mask & (reason == 0))
+        reason[sel] = _REASON[code]
         for i in sel:
             detail[i] = sentence(i)
 
@@ -595,13 +683,13 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
     fail((windows < NO_DAY) & (after_enrol > windows), "outside-enrolment-window",
          lambda i: f"achieved {after_enrol[i]} days after enrolment; {outcome[i]} must be "
                    f"achieved within {windows[i]} days of enrolment")
-    base = reason.copy()  # failures before the prerequisite checks
 
     # price in force on the basis date (claim-rules §3.3), and who pays (the payer rule)
     basis = enrolled if c.price_basis == "enrolled" else achieved
     price_from = np.full(n, NO_DAY, dtype=np.int64)
     price = np.zeros(n, dtype=np.int64)
     no_price = np.zeros(n, dtype=bool)
+    no_price_detail = np.full(n, "", dtype=object)
     split_ix = np.full(n, -1, dtype=np.int64)
     no_funder = np.zeros(n, dtype=bool)
     funder_why = np.full(n, "", dtype=object)
@@ -615,6 +703,9 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
         jj = np.maximum(j, 0)
         price_from[mine] = np.where(j >= 0, eff_days[jj], NO_DAY)
         price[mine] = np.where(j >= 0, eff_pence[jj], 0)
+        for i in mine[j < 0].tolist():
+            no_price_detail[i] = (f"no price for {o.id} is in force on {day_text(basis[i])} "
+                                  f"(the first price is from {min(o.prices).isoformat()})")
 
         _loc, rules = rules_for(c, o)
         rule_of, split_of, unserved = (a[at[mine]] for a in people.assign(rules))
@@ -627,49 +718,63 @@ def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
             funder_why[i] = (f"no funder serves {col} '{pa[col][i] if col in pa else ''}'"
                              f" (the route in the payer rule for {o.id})")
         split_ix[mine] = split_of
+    return {"reason": reason, "detail": detail, "outcome": outcome_ix,
+            "price_from": price_from, "price": price, "no_price": no_price,
+            "no_price_detail": no_price_detail, "split": split_ix, "no_funder": no_funder,
+            "funder_why": funder_why, "achieved": achieved, "person": at.astype(np.int64)}
 
-    # prerequisites, outcome by outcome so that each is judged by eligible milestones only
-    final = reason.copy()
+
+def eligibility(c: Contract, rows: Cols, participants: Cols) -> Judged:
+    """Judge every row (milestones verified by the period's end) against §2, in its order:
+    what each row shows alone (`_RowFacts`, once per row), then the prerequisites, outcome
+    by outcome in dependency order, each judged by eligible milestones only."""
+    f = _RowFacts.of(c, rows, participants)
+    base, outcome_ix, achieved, pcode = f["reason"], f["outcome"], f["achieved"], f["person"]
+    no_price, no_funder = f["no_price"], f["no_funder"]
+    detail = f["detail"]  # a new array (gathered): written below
+    final = base.copy()
+    missing, too_old = _REASON["missing-prerequisite"], _REASON["prerequisite-too-old"]
     oid_ix = {o.id: k for k, o in enumerate(c.outcomes)}
-    pcode = at.astype(np.int64)  # participant codes (unknown ones failed already)
     for o in _topo(c):
         k = oid_ix[o.id]
-        mine = np.flatnonzero((outcome_ix == k) & (base == ""))
-        pre_reason = np.full(len(mine), "", dtype=object)
-        pre_detail = np.full(len(mine), "", dtype=object)
+        of_k = outcome_ix == k
+        mine = np.flatnonzero(of_k & (base == 0))
         if len(mine) and o.requires:
+            pre_reason = np.zeros(len(mine), dtype=np.int64)
+            pre_detail = np.full(len(mine), "", dtype=object)
             found_all = []
             for req in o.requires:
                 q = oid_ix[req.outcome]
-                pool_ix = np.flatnonzero((outcome_ix == q) & (final == ""))
+                pool_ix = np.flatnonzero((outcome_ix == q) & (final == 0))
                 has, prior = _latest_before(pcode[mine], achieved[mine], pcode[pool_ix],
                                             achieved[pool_ix])
                 found_all.append((req, has, achieved[mine] - prior))
             # §2's order: a missing prerequisite before one too old, whatever `requires` order
             for req, has, gap in found_all:
-                for i in np.flatnonzero(~has & (pre_reason == "")):
-                    pre_reason[i] = "missing-prerequisite"
+                for i in np.flatnonzero(~has & (pre_reason == 0)):
+                    pre_reason[i] = missing
                     pre_detail[i] = (f"{o.id} needs an eligible {req.outcome} on or before "
                                      f"{day_text(achieved[mine[i]])}; none was found")
             for req, has, gap in found_all:
                 if req.within_days is None:
                     continue
-                for i in np.flatnonzero(has & (gap > req.within_days) & (pre_reason == "")):
-                    pre_reason[i] = "prerequisite-too-old"
+                for i in np.flatnonzero(has & (gap > req.within_days) & (pre_reason == 0)):
+                    pre_reason[i] = too_old
                     pre_detail[i] = (f"{o.id} needs {req.outcome} within {req.within_days} "
                                      f"days; the {req.outcome} was {gap[i]} days earlier")
-        failed = pre_reason != ""
-        final[mine[failed]], detail[mine[failed]] = pre_reason[failed], pre_detail[failed]
-        rows_o = np.flatnonzero((outcome_ix == k) & (final == ""))
-        for i in rows_o[no_price[rows_o]]:
-            final[i] = "no-price"
-            detail[i] = (f"no price for {o.id} is in force on {day_text(basis[i])} (the "
-                         f"first price is from {min(o.prices).isoformat()})")
+            failed = pre_reason != 0
+            final[mine[failed]], detail[mine[failed]] = pre_reason[failed], pre_detail[failed]
+        rows_o = np.flatnonzero(of_k & (final == 0))
+        priceless = rows_o[no_price[rows_o]]
+        final[priceless] = _REASON["no-price"]
+        detail[priceless] = f["no_price_detail"][priceless]
         nf = rows_o[~no_price[rows_o] & no_funder[rows_o]]
-        final[nf], detail[nf] = "no-funder-for-route", funder_why[nf]
+        final[nf], detail[nf] = _REASON["no-funder-for-route"], f["funder_why"][nf]
     # rows that failed before an outcome was known keep their first reason
-    final[base != ""] = base[base != ""]
-    return Judged(final, detail, outcome, price_from, price, split_ix, people.splits)
+    final[base != 0] = base[base != 0]
+    outcome = np.array([o.id for o in c.outcomes] + [""], dtype=object)[outcome_ix]
+    return Judged(_REASON_TEXT[final], detail, outcome, f["price_from"], f["price"],
+                  f["split"], _People.of(c, participants).splits)
 
 
 # --- history ----------------------------------------------------------------------------------
@@ -705,6 +810,255 @@ def standing_lines(lines: pd.DataFrame) -> pd.DataFrame:
                                  ("kind", "milestone_id", "period", "line_id", "reverses")))]
 
 
+class _Codes:
+    """Text values as integer codes, in order of first sight.
+
+    Append-only: a code, once given, always means the same value, so the successive
+    `Earlier` of one history (and the rows claimed against them) share one table, and a
+    claim codes only what is new to it. A table coded first from many values (a history
+    read from the ledgers) keeps those as a pandas index (hashed in C); values coded after
+    go in a dict."""
+
+    def __init__(self) -> None:
+        self.base: pd.Index | None = None  # the values coded in bulk: code = position
+        self.extra: dict = {}              # values coded since: code = len(base) + order
+        self._values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return (0 if self.base is None else len(self.base)) + len(self.extra)
+
+    def of(self, values: np.ndarray) -> np.ndarray:
+        """The code of each value (new values get the next codes, in order)."""
+        values = np.asarray(values, dtype=object)
+        if not len(self) and len(values) > _BULK:
+            at, distinct = pd.factorize(values)
+            if (at >= 0).all():  # (no missing value: those are for the dict)
+                self.base = pd.Index(distinct, dtype=object)
+                return at.astype(np.int64)
+        if self.base is None or not len(values):
+            codes = np.full(len(values), -1, dtype=np.int64)
+        else:
+            codes = self.base.get_indexer(values).astype(np.int64)
+        miss = np.flatnonzero(codes < 0)
+        if len(miss):
+            extra, nb = self.extra, len(self) - len(self.extra)
+            codes[miss] = np.fromiter((nb + extra.setdefault(v, len(extra))
+                                       for v in values[miss].tolist()),
+                                      dtype=np.int64, count=len(miss))
+        return codes
+
+    def find(self, values: list) -> list[int | None]:
+        """The code of each value; None for a value without one (none is given)."""
+        nb = len(self) - len(self.extra)
+        found = ([-1] * len(values) if self.base is None or not values
+                 else self.base.get_indexer(np.array(values + [None], dtype=object)[:-1]).tolist())
+        return [k if k >= 0 else (None if v not in self.extra else nb + self.extra[v])
+                for k, v in zip(found, values)]
+
+    def values(self) -> np.ndarray:
+        """The values, by code."""
+        if self._values is None or len(self._values) != len(self):
+            base = [] if self.base is None else self.base.tolist()
+            self._values = np.array(base + list(self.extra) + [None], dtype=object)[:-1]
+        return self._values
+
+
+class _Tables:
+    """The code tables of one history: milestones, participants, funders, periods and
+    outcomes; and each split's funders' codes."""
+
+    def __init__(self) -> None:
+        self.milestone, self.participant, self.funder = _Codes(), _Codes(), _Codes()
+        self.period, self.outcome = _Codes(), _Codes()
+        self.funders_of: dict[Split, np.ndarray] = {}
+
+    def rows(self, rows: Cols, column: str) -> np.ndarray:
+        """The codes of a milestone column of `rows` (worked out once on the table the rows
+        were taken from: the model takes every claim's rows from one table)."""
+        return rows.derived(("codes", column, self), lambda t: (
+            self.milestone if column == "milestone_id" else self.participant).of(t[column]))
+
+    def split_funders(self, sp: Split) -> np.ndarray:
+        """A split's funders' codes, in split order."""
+        out = self.funders_of.get(sp)
+        if out is None:
+            out = self.funders_of[sp] = self.funder.of(np.array(sp.funders, dtype=object))
+        return out
+
+
+_BULK = 20_000  # values at least: a table's first values are coded by pandas, not a dict
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The lines of the claims before this one, with what the engine reads from each line
+    as integer codes — so that a claim codes only its own lines, and every total it judges
+    caps, limits and the invariants by is a whole-array sum over codes, not a pass over
+    text. `claim_after` makes it from the earlier lines (`Earlier.of`), or takes the one the
+    previous claim of a history handed on (`Claim.after`): the same codes either way, so
+    the same claim (a test compares the two, byte for byte).
+
+    lines: every earlier line, in order (ledger.LEDGER_COLUMNS; `of` needs only those
+    check_invariants reads). tables: the code tables (`_Tables`), shared along a history.
+    milestone / participant / funder / period / outcome: each line's codes. payment:
+    whether a line is a payment. target: for a reversal, the position of the line it names
+    — the first line with that id, as `standing_mask` reads it (-1: none, or a payment).
+    standing: the lines `standing_mask` keeps. unique_ids: no line id repeats (what sib
+    writes). minted: when every line was written by `claim_after` from an empty history
+    (ids `<period>-00001`, …), the periods whose ids it wrote; else None. store: where
+    `lines` are kept (`_Store`).
+
+    Immutable: `then` returns a new one. Nothing here is a running total — each claim sums
+    afresh from these per-line facts.
+    """
+
+    lines: Cols
+    tables: _Tables
+    milestone: np.ndarray
+    participant: np.ndarray
+    funder: np.ndarray
+    period: np.ndarray
+    outcome: np.ndarray
+    payment: np.ndarray
+    target: np.ndarray
+    standing: np.ndarray
+    unique_ids: bool
+    minted: frozenset | None
+    store: "_Store | None" = field(default=None, repr=False, compare=False)
+
+    @staticmethod
+    def of(lines: Cols) -> "Earlier":
+        """`lines` coded from scratch (its `lines` are these)."""
+        empty = np.zeros(0, dtype=np.int64)
+        start = Earlier(lines, _Tables(), empty, empty, empty, empty, empty,
+                        np.zeros(0, dtype=bool), empty, np.zeros(0, dtype=bool), True,
+                        frozenset())
+        return start._with(lines, {}, whole=True)
+
+    def then(self, new: Cols, known: dict | None = None) -> "Earlier":
+        """These lines followed by `new`.
+
+        known: what the claim that wrote `new` knows of it — some of its codes (milestone,
+        participant, funder, period, outcome), and with `minted` (its period label: new's
+        ids are `<label>-00001`, …) the `target` of its reversals; the rest is worked out
+        from the lines."""
+        return self._with(new, known or {})
+
+    def _with(self, new: Cols, known: dict, whole: bool = False) -> "Earlier":
+        t = self.tables
+        payment = np.asarray(new["kind"] == "payment", dtype=bool)
+        column = {"milestone": "milestone_id", "participant": "participant_id",
+                  "funder": "funder", "period": "period", "outcome": "outcome"}
+        codes = {k: known[k] if k in known else getattr(t, k).of(new[name])
+                 for k, name in column.items()}
+        codes["payment"] = payment
+        joined = codes if whole else {k: np.concatenate([getattr(self, k), v])
+                                      for k, v in codes.items()}
+        store = _Store.of(new) if whole else self.store.then(len(self), new)
+        lines = new if whole else store.rows(len(self) + len(new))
+        label = known.get("minted")
+        if (label is not None and self.minted is not None and label not in self.minted
+                and self.unique_ids and "target" in known):
+            # ids of a period never written before: none repeats, and each reversal names
+            # the one line with its id
+            minted, unique = self.minted | {label}, True
+            target = np.concatenate([self.target, known["target"]])
+        else:
+            minted = frozenset() if whole and not len(new) else None
+            target, unique = _targets(lines["line_id"], lines["reverses"], joined["payment"])
+        standing = _standing(joined["payment"], joined["milestone"], joined["period"], target,
+                             len(t.period))
+        return Earlier(lines, t, joined["milestone"], joined["participant"], joined["funder"],
+                       joined["period"], joined["outcome"], joined["payment"], target,
+                       standing, unique, minted, store)
+
+    def __len__(self) -> int:
+        return len(self.milestone)
+
+
+def _targets(line_id: np.ndarray, reverses: np.ndarray, payment: np.ndarray
+             ) -> tuple[np.ndarray, bool]:
+    """The position of the line each reversal names (-1: none; for a payment, -1), the first
+    line with that id, as `standing_mask` reads it; and whether no id repeats."""
+    target = np.full(len(line_id), -1, dtype=np.int64)
+    ids = pd.Index(line_id)
+    unique = bool(ids.is_unique)
+    rev = np.flatnonzero(~payment)
+    if len(rev):
+        if unique:
+            target[rev] = ids.get_indexer(reverses[rev])
+        else:  # a damaged ledger: a reversal names the first line with the id
+            first = np.flatnonzero(~ids.duplicated())
+            where = pd.Index(line_id[first]).get_indexer(reverses[rev])
+            target[rev] = np.where(where >= 0, first[np.maximum(where, 0)], -1)
+    return target, unique
+
+
+class _Store:
+    """The columns of a history's lines, kept so that adding a claim's lines costs what
+    they are, not what the history is: a column is joined into one array, with room to
+    grow, when first read, and a claim's lines are then written after it in place. A
+    state of the history reads its own first `n` rows, which later writes never touch; a
+    second claim added to the same state (another branch) gets a copy."""
+
+    def __init__(self, names, pieces: dict[str, list[np.ndarray]], n: int):
+        self.names = list(names)
+        self.pieces = pieces                   # a column not yet read: its arrays in order
+        self.grown: dict[str, np.ndarray] = {}  # a column read: its rows, then spare room
+        self.n = n
+
+    @staticmethod
+    def of(lines: Cols) -> "_Store":
+        return _Store(lines.columns, {k: [lines[k]] for k in lines.columns}, len(lines))
+
+    def rows(self, n: int) -> Cols:
+        """The first `n` rows, as columns read when first used."""
+        return Cols(_Lazy(self.names, lambda name: self.column(name, n)), n)
+
+    def column(self, name: str, n: int) -> np.ndarray:
+        if name not in self.grown:
+            whole = np.concatenate(self.pieces.pop(name))
+            room = np.empty(max(2 * len(whole), 64), dtype=whole.dtype)
+            room[:len(whole)] = whole
+            self.grown[name] = room
+        rows = self.grown[name][:n]
+        rows.flags.writeable = False  # what a state reads is never written, by it or others
+        return rows
+
+    def then(self, n: int, new: Cols) -> "_Store":
+        """A store whose first n + len(new) rows are this one's first n, then new's."""
+        m = len(new)
+        if self.n != n or any(new[k].dtype != a.dtype for k, a in self.grown.items()):
+            out = _Store(self.names, {k: [self.column(k, n) if k in self.grown else
+                                          np.concatenate(self.pieces[k])[:n], new[k]]
+                                      for k in self.names}, n + m)
+            return out
+        for name, a in list(self.grown.items()):
+            if len(a) < n + m:
+                bigger = np.empty(2 * (n + m), dtype=a.dtype)
+                bigger[:n] = a[:n]
+                a = self.grown[name] = bigger
+            a[n:n + m] = new[name]
+        for name, parts in self.pieces.items():
+            parts.append(new[name])
+        self.n = n + m
+        return self
+
+
+def _standing(payment: np.ndarray, milestone: np.ndarray, period: np.ndarray,
+              target: np.ndarray, n_periods: int) -> np.ndarray:
+    """`standing_mask` over codes: the payments whose (milestone, period) no reversal
+    cancels — a reversal cancels, for its milestone, the period of the line it names
+    (`target`, -1: none)."""
+    rev = ~payment
+    if not rev.any():
+        return payment
+    t = target[rev]
+    ok = t >= 0
+    cancelled = milestone[rev][ok] * n_periods + period[t[ok]]
+    return payment & ~np.isin(milestone * n_periods + period, cancelled)
+
+
 @dataclass
 class Ledger:
     """Running totals that limits and caps are judged against (all in pence / counts)."""
@@ -717,20 +1071,34 @@ class Ledger:
     total: int = 0
 
     @staticmethod
-    def of(c: Contract, standing: Cols, milestone: np.ndarray, who: np.ndarray) -> "Ledger":
-        """The totals of the `standing` lines (`milestone`: their milestones as integer
-        codes); per participant only for those in `who` (the candidates: the only
-        participants the allocation looks up)."""
-        amount = standing["amount"].astype(np.int64)
-        _m, first = np.unique(milestone, return_index=True)
-        outcomes = standing["outcome"][first]
-        mine = _isin(standing["participant_id"], who)
-        pids = standing["participant_id"][first][mine[first]]
-        lk, _lim = _limit_keys(c, outcomes[mine[first]])
-        return Ledger(c, _sums(standing["funder"], amount),
-                      _sums(standing["participant_id"][mine], amount[mine]),
-                      _counts(list(zip(pids.tolist(), lk.tolist()))), _tally(outcomes),
-                      int(amount.sum()))
+    def of(c: Contract, e: Earlier, kept: np.ndarray, who: np.ndarray) -> "Ledger":
+        """The totals of the earlier lines at `kept` (standing ones); per participant only
+        for the participant codes in `who` (the candidates: the only participants the
+        allocation looks up)."""
+        t = e.tables
+        amount = e.lines["amount"][kept].astype(np.int64)
+        f, p, m, o = e.funder[kept], e.participant[kept], e.milestone[kept], e.outcome[kept]
+        first = _first_lines(m, len(t.milestone))
+        fo, fp = o[first], p[first]
+        whom = np.zeros(len(t.participant), dtype=bool)
+        whom[who] = True
+        mine = whom[p]
+        by_f = _coded_sums(f, amount, t.funder)
+        by_p = _coded_sums(p[mine], amount[mine], t.participant)
+        counted = whom[fp]
+        lk = _limit_keys(c, t.outcome.values())[0]
+        pairs = zip(t.participant.values()[fp[counted]].tolist(), lk[fo[counted]].tolist())
+        n_o = np.bincount(fo, minlength=len(t.outcome))
+        by_o = dict(zip(t.outcome.values()[n_o > 0].tolist(), n_o[n_o > 0].tolist()))
+        return Ledger(c, by_f, by_p, _counts(list(pairs)), by_o, int(amount.sum()))
+
+
+def _coded_sums(codes: np.ndarray, amounts: np.ndarray, table: _Codes) -> dict:
+    """Exact integer sum of `amounts` per value present in `codes`."""
+    out = np.zeros(len(table), dtype=np.int64)
+    np.add.at(out, codes, amounts)
+    there = np.bincount(codes, minlength=len(table)) > 0
+    return dict(zip(table.values()[there].tolist(), out[there].tolist()))
 
 
 def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -742,20 +1110,6 @@ def _limit_keys(c: Contract, outcomes: np.ndarray) -> tuple[np.ndarray, np.ndarr
     keys = np.array([k for k, _ in pairs] + [""], dtype=object)
     limits = np.array([n for _, n in pairs] + [0], dtype=np.int64)
     return keys[codes], limits[codes]
-
-
-def _sums(keys: np.ndarray, amounts: np.ndarray) -> dict:
-    """Exact integer sum of `amounts` per distinct key."""
-    codes, uniques = _factorize(keys)
-    out = np.zeros(len(uniques), dtype=np.int64)
-    np.add.at(out, codes, amounts)
-    return dict(zip(list(uniques), out.tolist()))
-
-
-def _tally(values: np.ndarray) -> dict:
-    """How many times each distinct value occurs."""
-    codes, uniques = _factorize(values)
-    return dict(zip(list(uniques), np.bincount(codes, minlength=len(uniques)).tolist()))
 
 
 def _counts(keys: list) -> dict:
@@ -804,34 +1158,42 @@ def no_lines() -> Cols:
 _NO_LINES = Cols.of(empty_lines(), LEDGER_COLUMNS)
 
 
-def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) -> Claim:
+def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period, *,
+                earlier: Earlier | None = None) -> Claim:
     """`compute_claim` with the evidence and the earlier claims' lines as columns, and
-    `number` the claim's number: how the model claims period after period in memory."""
+    `number` the claim's number: how the model claims period after period in memory.
+
+    earlier: `hist` coded (`Earlier`), as the previous claim handed it on (`Claim.after`);
+    worked out from `hist` when not given (or not for `hist`). The claim is the same either
+    way; what it saves is coding the whole history again every claim."""
+    if earlier is None or earlier.lines is not hist:
+        earlier = Earlier.of(hist)
+    tables = earlier.tables
     end, first = day_number(period.end), day_number(period.start)
     m = ev.milestones
     m = m.take(np.argsort(m["milestone_id"], kind="stable"))
     n = len(m)
     ids = m["milestone_id"]
-    s_at = np.flatnonzero(standing_mask(
-        *(hist[k] for k in ("kind", "milestone_id", "period", "line_id", "reverses"))))
+    s_at = np.flatnonzero(earlier.standing)
     standing = hist.take(s_at)
     s_ids = standing["milestone_id"]
     # milestone ids as integer codes shared by the rows and the earlier lines: which rows
     # hold a payment, which lines belong to a row, by table look-up instead of hashing again
-    codes, uniques = pd.factorize(np.concatenate([ids, hist["milestone_id"]]))
-    cm, ch = codes[:n], codes[n:]
+    cm, ch = tables.rows(m, "milestone_id"), earlier.milestone
     cs = ch[s_at]
 
     def table(at: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(uniques), dtype=bool)
+        out = np.zeros(len(tables.milestone), dtype=bool)
         out[at] = True
         return out
 
     problems: list[Problem] = []
 
     # a paid milestone must stay in the evidence (withdrawn, not deleted)
-    unmatched = uniques[np.unique(cs[~table(cm)[cs]])]
-    gone = sorted(set(unmatched.tolist()) - set(ev.invalid["milestone_id"]))
+    lost = cs[~table(cm)[cs]]
+    unmatched = tables.milestone.values()[np.unique(lost)] if len(lost) else lost
+    gone = (sorted(set(unmatched.tolist()) - set(ev.invalid["milestone_id"])) if len(lost)
+            else [])
     shown = ev.shown
     for g in gone:
         k = int(np.flatnonzero(s_ids == g)[0])
@@ -863,7 +1225,7 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
     # what each milestone holds from earlier claims
     held = set(s_ids.tolist()) if len(ev.invalid) else set()  # only invalid rows ask
     has_standing = table(cs)[cm]
-    ever_paid = table(ch[hist["kind"] == "payment"])[cm]
+    ever_paid = table(ch[earlier.payment])[cm]
 
     decision = np.full(n, "", dtype=object)
     dreason = np.full(n, "", dtype=object)
@@ -879,9 +1241,8 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
         # what each holding milestone was paid on: its first standing line (one payment each)
         hs = np.flatnonzero(has_standing)
         # sig_at[i]: row i's first standing line, what it was paid on (one payment each)
-        held_codes, first_of = np.unique(cs, return_index=True)
-        first_line = np.full(len(uniques), -1, dtype=np.int64)
-        first_line[held_codes] = first_of
+        first_line = np.full(len(tables.milestone), len(cs), dtype=np.int64)
+        np.minimum.at(first_line, cs, np.arange(len(cs)))
         sig_at = np.full(n, -1, dtype=np.int64)
         sig_at[hs] = first_line[cm[hs]]
         sh = sig_at[hs]
@@ -891,12 +1252,16 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
                 & (standing["outcome"][sh] == outcome[hs])
                 & (standing["price_from"][sh] == price_from[hs])
                 & (standing["price"][sh] == price[hs]))
-        row_of = np.full(len(uniques), -1, dtype=np.int64)
+        row_of = np.full(len(tables.milestone), -1, dtype=np.int64)
         row_of[cm[hs]] = np.arange(len(hs))
-        same &= _same_split(standing, row_of[cs], split_ix[hs], judged.splits)
+        same &= _same_split(earlier.funder[s_at], standing["share"], row_of[cs], split_ix[hs],
+                            judged.splits, tables)
         quiet = hs[same]
         decision[quiet] = "paid-earlier"
-        ddetail[quiet] = "paid in " + standing["period"][sh[same]] + "; unchanged"
+        # the sentence per period paid in, spread to the rows (periods are few, rows many)
+        said = np.array([f"paid in {p}; unchanged" for p in tables.period.values().tolist()]
+                        + [None], dtype=object)[:-1]
+        ddetail[quiet] = said[earlier.period[s_at[sh[same]]]]
         looked_again = hs[~same]
         shares: dict[str, list] = {}
         for k in np.flatnonzero(table(cm[looked_again])[cs]).tolist():
@@ -972,8 +1337,7 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
     # §3 candidates, first claimed first served
     cand = np.flatnonzero((idle & eligible) | rerate)
     order = cand[np.lexsort((ids[cand].astype(str), m["achieved_on"][cand]))]
-    kept = np.flatnonzero(~reversed_lines)
-    totals = Ledger.of(c, standing.take(kept), cs[kept], m["participant_id"][cand])
+    totals = Ledger.of(c, earlier, s_at[~reversed_lines], tables.rows(m, "participant_id")[cand])
     pay = _allocate(c, m, order, outcome, price, split_ix, judged.splits, totals, price_from)
     pay_rows, pay_amounts, pay_capped, pay_caps, fail_code, fail_detail = pay
 
@@ -987,90 +1351,119 @@ def claim_after(c: Contract, ev: Rows, hist: Cols, number: int, period: Period) 
     achieved_on = m["achieved_on"].astype(np.int64)
     gbp: dict[int, str] = {}  # texts of amounts and days, made once each (they repeat)
     days: dict[int, str] = {}
-    for i in pay_rows:
+
+    def money_text(p: int) -> str:
+        return gbp.get(p) or gbp.setdefault(p, _fmt(p))
+
+    def day(d: int) -> str:
+        return days.get(d) or days.setdefault(d, day_text(d))
+
+    at = np.asarray(pay_rows, dtype=np.int64)
+    plain: list[int] = []  # rows paid (not re-rated): their reasons and sentences
+    plain_reason: list[str] = []
+    plain_text: list[str] = []
+    for i, full, since, got_on, was_paid, oid, again in zip(
+            pay_rows, price[at].tolist(), price_from[at].tolist(), achieved_on[at].tolist(),
+            ever_paid[at].tolist(), outcome[at].tolist(), rerate[at].tolist()):
         amt = sum(pay_amounts[i])
-        full = int(price[i])
-        bit = next((cp for cp in pay_caps[i] if cp), "")
-        late = achieved_on[i] < first and not ever_paid[i]
-        text = f"paid {gbp.get(amt) or gbp.setdefault(amt, _fmt(amt))} for {outcome[i]}"
+        bit = next(filter(None, pay_caps[i]), "")
+        text = f"paid {money_text(amt)} for {oid}"
         if amt < full:
-            text += f" of its price {_fmt(full)}; the {bit} cap withheld {_fmt(full - amt)}"
+            text += (f" of its price {money_text(full)}; the {bit} cap withheld "
+                     f"{money_text(full - amt)}")
         else:
-            d = int(price_from[i])
-            text += f" at the price from {days.get(d) or days.setdefault(d, day_text(d))}"
-        if late:
-            text += f" (late: achieved {day_text(achieved_on[i])})"
-        if rerate[i]:
+            text += f" at the price from {day(since)}"
+        if got_on < first and not was_paid:
+            text += f" (late: achieved {day(got_on)})"
+        if again:
             decision[i] = "re-rated"
             ddetail[i] = ddetail[i] + "; " + text
         else:
-            decision[i] = "paid"
-            dreason[i] = f"{bit}-cap" if bit else ""
-            ddetail[i] = text[0].upper() + text[1:]
+            plain.append(i)
+            plain_reason.append(f"{bit}-cap" if bit else "")
+            plain_text.append(text[0].upper() + text[1:])
+    decision[plain] = "paid"
+    dreason[plain] = np.array(plain_reason + [None], dtype=object)[:-1]
+    ddetail[plain] = np.array(plain_text + [None], dtype=object)[:-1]
     sel = reverse & ~rerate
     decision[sel] = "reversed"
 
     rev_at = np.flatnonzero(reversed_lines & (standing["amount"] != 0))
-    new, new_codes = _lines(m, period, standing.take(rev_at), pay_rows, pay_amounts, pay_capped,
-                            pay_caps, outcome, price_from, price, split_ix, judged.splits,
-                            ever_paid, first, (cm, cs[rev_at]))
-    net = np.zeros(len(uniques), dtype=np.int64)  # this claim's money per milestone
+    row_codes = {"milestone": cm, "participant": tables.rows(m, "participant_id"),
+                 "outcome": np.full(n, -1, dtype=np.int64)}
+    row_codes["outcome"][pay_rows] = tables.outcome.of(outcome[pay_rows])
+    held_at = s_at[rev_at]
+    rev_codes = {"milestone": cs[rev_at], "participant": earlier.participant[held_at],
+                 "outcome": earlier.outcome[held_at], "funder": earlier.funder[held_at],
+                 "target": held_at}
+    new, coded = _lines(m, period, standing.take(rev_at), pay_rows, pay_amounts, pay_capped,
+                        pay_caps, outcome, price_from, price, split_ix, judged.splits,
+                        ever_paid, first,
+                        (row_codes, rev_codes, [tables.split_funders(sp) for sp in judged.splits]))
+    new_codes = coded["milestone"]
+    coded["period"] = np.full(len(new),
+                              tables.period.of(np.array([period.label], dtype=object))[0])
+    coded["minted"] = period.label
+    net = np.zeros(len(tables.milestone), dtype=np.int64)  # this claim's money per milestone
     np.add.at(net, new_codes, new["amount"])
-    held_back = np.zeros(len(uniques), dtype=np.int64)
+    held_back = np.zeros(len(tables.milestone), dtype=np.int64)
     np.add.at(held_back, new_codes, new["capped"])
     decisions = _decisions(m, ev.invalid, decision, dreason, ddetail, outcome, net[cm],
                            held_back[cm], held)
-    claim = Claim(period, number, new, decisions, ev.rows_in, tuple(problems))
-    both = Cols({k: np.concatenate([hist[k], new[k]]) for k in _INVARIANT_COLUMNS},
-                len(hist) + len(new))
+    after = earlier.then(new, coded)
+    claim = Claim(period, number, new, decisions, ev.rows_in, tuple(problems), after)
     # what this claim can break: the lines of the milestones and participants it has a line
     # for, with every line of each milestone among them
-    all_codes = np.concatenate([ch, new_codes])
-    touched = (table(new_codes)[all_codes]
-               | _isin(both["participant_id"], new["participant_id"]))
-    violations = _violations(c, both, claim, table(all_codes[touched])[all_codes])
+    all_m, all_p = after.milestone, after.participant
+    whose = np.zeros(len(tables.participant), dtype=bool)
+    whose[all_p[len(hist):]] = True
+    touched = table(new_codes)[all_m] | whose[all_p]
+    violations = _violations(c, after.lines, claim, table(all_m[touched])[all_m], after)
     if violations:
         raise InvariantError(violations)
     return claim
 
 
-def _same_split(standing: Cols, pos: np.ndarray, split_of: np.ndarray,
-                splits: list[Split]) -> np.ndarray:
+def _same_split(funder: np.ndarray, share: np.ndarray, pos: np.ndarray, split_of: np.ndarray,
+                splits: list[Split], tables: _Tables) -> np.ndarray:
     """Whether each milestone's standing lines have exactly the (funder, share) set of its
-    new split — compared exactly, as sorted integer codes, milestone by milestone.
+    new split — compared exactly, milestone by milestone.
 
-    pos: for each standing line, the position of its milestone in `split_of` (-1: none)."""
+    funder / share: the standing lines' funder codes and shares; pos: for each standing
+    line, the position of its milestone in `split_of` (-1: none). A split names each funder
+    once, so the lines match it when there are as many as it has funders, each line is one
+    of its (funder, share) pairs, and no pair is matched twice — a bit per pair, the bits
+    of a milestone's lines adding up to all of them."""
     n = len(split_of)
     if not n:
         return np.zeros(0, dtype=bool)
     held = pos >= 0
-    s_pos = pos[held]
-    f_code, f_seen = _factorize(standing["funder"][held])
-    s_code = f_code.astype(np.int64) * 2_000_000 + standing["share"].astype(np.int64)[held]
+    s_pos, s_funder, s_share = pos[held], funder[held], share.astype(np.int64)[held]
     s_count = np.bincount(s_pos, minlength=n)
-    at = {f: k for k, f in enumerate(f_seen)}  # then the funders only a new split has
-    for f in (f for sp in splits for f in sp.funders):
-        at.setdefault(f, len(at))
-    sp_codes = [np.sort(np.array([at[f] for f in sp.funders], dtype=np.int64) * 2_000_000
-                        + np.asarray(sp.units, dtype=np.int64)) for sp in splits]
-    sp_codes.append(np.zeros(0, np.int64))  # split -1: none
-    lens = np.array([len(x) for x in sp_codes], dtype=np.int64)
-    e_count = lens[split_of]
-    ok = s_count == e_count
-    # expected codes, row by row, in the same (row, code) order as the sorted standing codes
-    e_pos = np.repeat(np.arange(n), e_count)
-    starts = np.concatenate([[0], np.cumsum(lens)])[split_of]
-    within = np.arange(len(e_pos)) - np.repeat(np.cumsum(e_count) - e_count, e_count)
-    e_code = np.concatenate(sp_codes)[np.repeat(starts, e_count) + within]
-    o = np.lexsort((s_code, s_pos))
-    s_pos, s_code = s_pos[o], s_code[o]
-    sel = ok[s_pos]
-    e_sel = ok[e_pos]
-    differs = np.zeros(n, dtype=bool)
-    if sel.any():
-        bad = s_code[sel] != e_code[e_sel]
-        differs[s_pos[sel][bad]] = True
-    return ok & ~differs
+    codes = [tables.split_funders(sp) for sp in splits]
+    widths = np.array([len(f) for f in codes] + [0], dtype=np.int64)
+    wide = int(widths.max())
+    if wide > 60:  # a bit per pair needs ≤ 62 (no real split comes near): pair by pair
+        have: dict[int, list] = {}
+        for p, f, u in zip(s_pos.tolist(), s_funder.tolist(), s_share.tolist()):
+            have.setdefault(p, []).append((f, u))
+        want = [sorted(zip(f.tolist(), sp.units)) for f, sp in zip(codes, splits)] + [[]]
+        return np.array([sorted(have.get(p, [])) == want[s]
+                         for p, s in enumerate(split_of.tolist())], dtype=bool)
+    slot = np.full((len(splits) + 1, len(tables.funder)), -1, dtype=np.int64)
+    units = np.zeros((len(splits) + 1, max(wide, 1)), dtype=np.int64)
+    for s, (f, sp) in enumerate(zip(codes, splits)):
+        slot[s, f] = np.arange(len(f))
+        units[s, :len(f)] = sp.units
+    line_split = split_of[s_pos]  # -1: the last row of the tables, no pair
+    j = slot[line_split, s_funder]
+    fits = (j >= 0) & (units[line_split, np.maximum(j, 0)] == s_share)
+    misfit = np.zeros(n, dtype=bool)
+    misfit[s_pos[~fits]] = True
+    bits = np.zeros(n, dtype=np.int64)
+    np.add.at(bits, s_pos[fits], np.left_shift(1, j[fits]))
+    e_count = widths[split_of]
+    return (s_count == e_count) & ~misfit & (bits == np.left_shift(1, e_count) - 1)
 
 
 def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
@@ -1081,7 +1474,6 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
     integers. Returns per paid row its funders' amounts, capped amounts and the cap that
     bit each line, and per unpaid row its reason code and sentence.
     """
-    by_id = {o.id: o for o in c.outcomes}
     terms = _Terms.of(c)
     limit_key, pcap, ccap, fcap = (terms.limits, terms.participant_cap, terms.contract_cap,
                                    terms.funder_caps)
@@ -1092,14 +1484,16 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
     rows: list[int] = []
     fail_code: dict[int, str] = {}
     fail_detail: dict[int, str] = {}
-    full_parts: dict[tuple[int, int], list[int]] = {}  # money.split of (price, split)
     limit_count, outcome_count = totals.limit_count, totals.outcome_count
     participant_paid, funder_paid = totals.participant_paid, totals.funder_paid
-    about = {o.id: (o, *limit_key[o.id]) for o in c.outcomes}
+    about = {o.id: (o, *limit_key[o.id], o.max_count) for o in c.outcomes}
+    split_caps = [[fcap.get(f) for f in sp.funders] for sp in splits]  # None: no cap
+    paid_get = funder_paid.get
+    grand = totals.total
     for i, oid, p, full_price, s in zip(order.tolist(), outcome[order].tolist(),
                                         pids[order].tolist(), price[order].tolist(),
                                         split_ix[order].tolist()):
-        o, lk, limit = about[oid]
+        o, lk, limit, most = about[oid]
         used = limit_count.get((p, lk), 0)
         if used >= limit:
             what = f"group {lk[6:]}" if lk.startswith("group:") else o.id
@@ -1107,7 +1501,7 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
             fail_detail[i] = (f"participant {p} has already been paid {what} {used} time"
                               f"{'s' if used != 1 else ''}, the limit per participant")
             continue
-        if o.max_count is not None and outcome_count.get(oid, 0) >= o.max_count:
+        if most is not None and outcome_count.get(oid, 0) >= most:
             fail_code[i] = "volume-cap"
             fail_detail[i] = f"{o.id} has reached its max_count of {o.max_count} payments"
             continue
@@ -1123,28 +1517,38 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
                 payable, bit = room, "participant"
                 emptied_by = "participant" if payable == 0 else ""
         if ccap is not None:
-            room = max(ccap - totals.total, 0)
+            room = max(ccap - grand, 0)
             if room < payable:
                 payable, bit = room, bit or "contract"
                 emptied_by = emptied_by or ("contract" if payable == 0 else "")
         sp = splits[s]
-        full = full_parts.get((full_price, s))
-        if full is None:
-            full = full_parts[(full_price, s)] = money.split(full_price, sp.units)
-        parts = full if payable == full_price else money.bounded_split(payable, sp.units, full)
-        got, line_caps, short = [], [], False
-        for f, part, whole in zip(sp.funders, parts, full):
-            cap = fcap.get(f)
-            a = part if cap is None else min(part, max(cap - funder_paid.get(f, 0), 0))
-            got.append(a)
-            if part < whole:
-                line_caps.append(bit)
-                short = True
-            elif a < part:
-                line_caps.append("funder")
-                short = True
+        full = _full_split(full_price, sp.units)
+        if payable == full_price:  # each funder's part is its full part: only its cap cuts it
+            # each funder's part, or what its cap has left (none when nothing is): the
+            # least of the part and the room, never below zero
+            got = [w if cap is None or (left := cap - paid_get(f, 0)) >= w else
+                   left if left > 0 else 0
+                   for f, w, cap in zip(sp.funders, full, split_caps[s])]
+            if got == full:
+                line_caps, held = [""] * len(got), [0] * len(got)
             else:
-                line_caps.append("")
+                line_caps = ["" if a == w else "funder" for a, w in zip(got, full)]
+                held = [w - a for w, a in zip(full, got)]
+        else:
+            parts = money.bounded_split(payable, sp.units, full)
+            got, line_caps, short = [], [], False
+            for f, part, whole, cap in zip(sp.funders, parts, full, split_caps[s]):
+                a = part if cap is None else min(part, max(cap - funder_paid.get(f, 0), 0))
+                got.append(a)
+                if part < whole:
+                    line_caps.append(bit)
+                    short = True
+                elif a < part:
+                    line_caps.append("funder")
+                    short = True
+                else:
+                    line_caps.append("")
+            held = [w - a for w, a in zip(full, got)] if short else [0] * len(got)
         total = sum(got)
         if total == 0:
             # the cap that left nothing: the participant or contract cap when it left nothing
@@ -1160,44 +1564,60 @@ def _allocate(c: Contract, m: Cols, order: np.ndarray, outcome, price, split_ix,
             continue
         rows.append(i)
         amounts[i] = got
-        capped[i] = [w - a for w, a in zip(full, got)] if short else [0] * len(got)
+        capped[i] = held
         caps[i] = line_caps
         limit_count[(p, lk)] = used + 1
         outcome_count[oid] = outcome_count.get(oid, 0) + 1
         participant_paid[p] = participant_paid.get(p, 0) + total
-        totals.total += total
+        grand += total
         for f, a in zip(sp.funders, got):
             funder_paid[f] = funder_paid.get(f, 0) + a
+    totals.total = grand
     return rows, amounts, capped, caps, fail_code, fail_detail
+
+
+def _full_split(price: int, units: tuple[int, ...]) -> list[int]:
+    """money.split(price, units), worked out once per price and shares (they repeat across
+    the claims of a history, and of a model's many histories)."""
+    out = _FULL_SPLITS.get((price, units))
+    if out is None:
+        if len(_FULL_SPLITS) >= 4096:
+            _FULL_SPLITS.clear()
+        out = _FULL_SPLITS[(price, units)] = money.split(price, units)
+    return out
+
+
+_FULL_SPLITS: dict[tuple[int, tuple[int, ...]], list[int]] = {}
 
 
 def _lines(m: Cols, period: Period, rev: Cols, pay_rows, pay_amounts, pay_capped, pay_caps,
            outcome, price_from, price, split_ix, splits, ever_paid, first, codes
-           ) -> tuple[Cols, np.ndarray]:
+           ) -> tuple[Cols, dict[str, np.ndarray]]:
     """Reversal lines (of the standing lines `rev`), then payment lines, in ledger.md's
-    order, with line ids: typed columns as `ledger.empty_lines()` has them; and the code of
-    each line's milestone (`codes`: those of m's rows and of rev's lines)."""
+    order, with line ids: typed columns as `ledger.empty_lines()` has them; and the lines'
+    codes (`Earlier`'s milestone, participant, outcome, funder, and the position of the
+    line each reversal names), from `codes`: (m's rows' codes, rev's lines' codes and
+    positions, each split's funder codes)."""
     r = np.lexsort((np.arange(len(rev)), rev["milestone_id"].astype(str), rev["achieved_on"]))
     rows = np.asarray(pay_rows, dtype=np.int64)
     # the payment lines, row by row and funder by funder, then in ledger order
-    funders: list[str] = []
-    units: list[int] = []
-    amounts: list[int] = []
-    held_back: list[int] = []
-    bits: list[str] = []
-    for i in pay_rows:
-        sp = splits[split_ix[i]]
-        funders += sp.funders
-        units += sp.units
-        amounts += pay_amounts[i]
-        held_back += pay_capped[i]
-        bits += pay_caps[i]
-    widths = np.array([len(splits[split_ix[i]].funders) for i in pay_rows], dtype=np.int64)
+    paid_by = [splits[s] for s in split_ix[rows].tolist()]
+    funders = list(chain.from_iterable(sp.funders for sp in paid_by))
+    units = list(chain.from_iterable(sp.units for sp in paid_by))
+    amounts = list(chain.from_iterable(map(pay_amounts.__getitem__, pay_rows)))
+    held_back = list(chain.from_iterable(map(pay_capped.__getitem__, pay_rows)))
+    bits = list(chain.from_iterable(map(pay_caps.__getitem__, pay_rows)))
+    widths = np.array([len(sp.funders) for sp in paid_by], dtype=np.int64)
     at = np.repeat(rows, widths)
     pos = np.arange(len(at)) - np.repeat(np.cumsum(widths) - widths, widths)
     ach = m["achieved_on"].astype(np.int64)
     mids = m["milestone_id"]
-    p = np.lexsort((pos, mids[at].astype(str), ach[at]))
+    # m's rows are in milestone_id order (claim_after sorts them): a row's place among the
+    # paid rows' distinct ids orders them as their ids do
+    paid = np.unique(rows)
+    named = mids[paid]
+    place = np.concatenate([[0], np.cumsum(named[1:] != named[:-1])]).astype(np.int64)
+    p = np.lexsort((pos, place[np.searchsorted(paid, at)], ach[at]))
     at, k = at[p], np.arange(len(at))[p]  # k: position in the flattened funder lists
 
     def flat(values: list) -> np.ndarray:
@@ -1229,10 +1649,27 @@ def _lines(m: Cols, period: Period, rev: Cols, pay_rows, pay_amounts, pay_capped
         "late": pair(np.zeros(nr, bool), (ach[at] < first) & first_paid[at], bool),
         "reverses": pair(rev["line_id"], np.full(npay, "", dtype=object)),
     }
-    out["line_id"] = np.array([f"{period.label}-{j:05d}" for j in range(1, nr + npay + 1)],
+    out["line_id"] = np.array([period.label + j for j in _line_numbers(nr + npay)],
                               dtype=object)
-    return (Cols({k: out[k] for k in LEDGER_COLUMNS}, nr + npay),
-            np.concatenate([codes[1][r], codes[0][at]]).astype(np.int64))
+    row_codes, rev_codes, split_funders = codes
+    payer = (np.concatenate([split_funders[s] for s in split_ix[rows].tolist()])[k] if npay
+             else np.zeros(0, dtype=np.int64))
+    coded = {name: np.concatenate([rev_codes[name][r], row_codes[name][at]]).astype(np.int64)
+             for name in ("milestone", "participant", "outcome")}
+    coded["funder"] = np.concatenate([rev_codes["funder"][r], payer]).astype(np.int64)
+    coded["target"] = np.concatenate([rev_codes["target"][r],
+                                      np.full(npay, -1, dtype=np.int64)]).astype(np.int64)
+    return Cols({k: out[k] for k in LEDGER_COLUMNS}, nr + npay), coded
+
+
+def _line_numbers(n: int) -> list[str]:
+    """'-00001', '-00002', … '-n' (zero-padded to 5 digits, as line ids end)."""
+    while len(_LINE_NUMBERS) < n:
+        _LINE_NUMBERS.append(f"-{len(_LINE_NUMBERS) + 1:05d}")
+    return _LINE_NUMBERS[:n]
+
+
+_LINE_NUMBERS: list[str] = []
 
 
 def _decisions(m: Cols, invalid, decision, dreason, ddetail, outcome, net: np.ndarray,
@@ -1276,74 +1713,90 @@ def check_invariants(c: Contract, all_lines: pd.DataFrame, claim: Claim | None =
                                len(all_lines)), claim)
 
 
-def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarray | None = None
-                ) -> list[str]:
+def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarray | None = None,
+                coded: Earlier | None = None) -> list[str]:
     """The invariants broken by `every` line so far (and by `claim`, its last claim).
 
     groups: the lines to check milestone by milestone and participant by participant — all
     of them when None; `claim_after` passes the lines of the milestones and participants
     its claim has a line for, which are all an earlier-checked history can newly break.
-    Funder and contract totals are always checked over every line."""
+    Funder and contract totals are always checked over every line. coded: `every` coded
+    (worked out here when not given): each total below is summed afresh from the lines'
+    codes — standing lines included, worked out again for the lines checked."""
     out: list[str] = []
     terms = _Terms.of(c)
-    lines = every if groups is None else every.take(np.flatnonzero(groups))
-    mids = lines["milestone_id"]
-    amount = lines["amount"].astype(np.int64)
-    keep = standing_mask(*(lines[k] for k in ("kind", "milestone_id", "period", "line_id",
-                                              "reverses")))
-    smid, _u = _factorize(mids[keep])
+    e = coded if coded is not None and coded.lines is every else Earlier.of(every)
+    t = e.tables
+    sel = np.arange(len(every)) if groups is None else np.flatnonzero(groups)
+    mids = e.milestone[sel]
+    amount = every["amount"].astype(np.int64)[sel]
+    if e.unique_ids:  # a reversal names a line by its id: the one line with it, if checked
+        inside = np.full(len(every) + 1, -1, dtype=np.int64)
+        inside[sel] = np.arange(len(sel))
+        keep = _standing(e.payment[sel], mids, e.period[sel], inside[e.target[sel]],
+                         len(t.period))
+    else:  # a repeated id: the first line with it among those checked, as standing_mask has it
+        lines = every.take(sel)
+        keep = standing_mask(*(lines[k] for k in ("kind", "milestone_id", "period", "line_id",
+                                                  "reverses")))
+    smid = mids[keep]
     s_amount = amount[keep]
-    held = np.zeros(len(_u), dtype=np.int64)
+    name = t.milestone.values  # (called only to say what is broken)
+    held = np.zeros(len(t.milestone), dtype=np.int64)
     np.add.at(held, smid, s_amount)
-    price = np.zeros(len(_u), dtype=np.int64)
-    np.maximum.at(price, smid, lines["price"].astype(np.int64)[keep])
-    for k in np.flatnonzero(held > price)[:3]:
-        out.append(f"standing-over-price: milestone {_u[k]} holds {_fmt(int(held[k]))}, more "
+    price = np.zeros(len(t.milestone), dtype=np.int64)
+    np.maximum.at(price, smid, every["price"].astype(np.int64)[sel][keep])
+    for k in _as_seen(smid, np.flatnonzero(held > price))[:3]:
+        out.append(f"standing-over-price: milestone {name()[k]} holds {_fmt(int(held[k]))}, more "
                    f"than its price {_fmt(int(price[k]))}")
-    amid, au = _factorize(mids)
-    net = np.zeros(len(au), dtype=np.int64)
-    np.add.at(net, amid, amount)
-    for k in np.flatnonzero(net < 0)[:3]:
-        out.append(f"negative-standing: milestone {au[k]} nets {_fmt(int(net[k]))}")
-    pcode, _p = _factorize(lines["period"][keep])
-    pairs = np.unique(smid.astype(np.int64) * (len(_p) + 1) + pcode)
-    per_m = np.bincount(pairs // (len(_p) + 1), minlength=len(_u))
-    for k in np.flatnonzero(per_m > 1)[:3]:
-        out.append(f"double-payment: milestone {_u[k]} holds payments from more than one claim")
+    net = np.zeros(len(t.milestone), dtype=np.int64)
+    np.add.at(net, mids, amount)
+    for k in _as_seen(mids, np.flatnonzero(net < 0))[:3]:
+        out.append(f"negative-standing: milestone {name()[k]} nets {_fmt(int(net[k]))}")
+    n_t = len(t.period)
+    pairs = np.unique(smid * n_t + e.period[sel][keep])
+    per_m = np.bincount(pairs // n_t, minlength=len(t.milestone))
+    for k in _as_seen(smid, np.flatnonzero(per_m > 1))[:3]:
+        out.append(f"double-payment: milestone {name()[k]} holds payments from more than one claim")
     if (s_amount < 0).any():
         out.append("negative-payment: a payment line has a negative amount")
-    by_f = _sums(every["funder"], every["amount"].astype(np.int64))
-    for f in c.funders:
-        if f.id in terms.funder_caps and by_f.get(f.id, 0) > terms.funder_caps[f.id]:
-            out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(by_f[f.id])}, over "
+    by_f = np.zeros(len(t.funder), dtype=np.int64)
+    np.add.at(by_f, e.funder, every["amount"].astype(np.int64))
+    for f, k in zip(c.funders, t.funder.find([f.id for f in c.funders])):
+        paid = int(by_f[k]) if k is not None and k < len(by_f) else 0
+        if f.id in terms.funder_caps and paid > terms.funder_caps[f.id]:
+            out.append(f"funder-cap-exceeded: {f.id} has been paid {_fmt(paid)}, over "
                        f"its cap {_fmt(money.pence(f.cap))}")
     total = int(every["amount"].sum())
     if terms.contract_cap is not None and total > terms.contract_cap:
         out.append(f"contract-cap-exceeded: {_fmt(total)} paid, over the contract cap "
                    f"{_fmt(money.pence(c.caps.contract))}")
+    spid = e.participant[sel][keep]
+    who = t.participant.values
     if c.caps and c.caps.participant is not None:
-        by_p = _sums(lines["participant_id"][keep], s_amount)
+        by_p = np.zeros(len(t.participant), dtype=np.int64)
+        np.add.at(by_p, spid, s_amount)
+        there = np.bincount(spid, minlength=len(t.participant)) > 0
         most = terms.participant_cap
-        over = sorted(p for p, v in by_p.items() if v > most)
-        for p in over[:3]:
-            out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(by_p[p])}")
-    _m, first = np.unique(smid, return_index=True)
+        over = sorted((who()[k], int(by_p[k])) for k in np.flatnonzero(there & (by_p > most)))
+        for p, v in over[:3]:
+            out.append(f"participant-cap-exceeded: participant {p} holds {_fmt(v)}")
+    first = _first_lines(smid, len(t.milestone))
     if len(first):
-        pids = lines["participant_id"][keep][first]
-        lk, lim = _limit_keys(c, lines["outcome"][keep][first])
-        pc, pu = _factorize(pids)
-        kc, ku = _factorize(lk)
-        pair, at, n_paid = np.unique(pc.astype(np.int64) * len(ku) + kc, return_index=True,
+        key, limit = _limit_keys(c, t.outcome.values())
+        kc, ku = _factorize(key)  # limit keys as codes (outcomes of one group share one)
+        pc, oc = spid[first], e.outcome[sel][keep][first]
+        pair, at, n_paid = np.unique(pc * max(len(ku), 1) + kc[oc], return_index=True,
                                      return_counts=True)
-        over = sorted((pids[at[j]], lk[at[j]], int(n_paid[j]), int(lim[at[j]]))
-                      for j in np.flatnonzero(n_paid > lim[at]))
+        over = sorted((who()[pc[at[j]]], key[oc[at[j]]], int(n_paid[j]), int(limit[oc[at[j]]]))
+                      for j in np.flatnonzero(n_paid > limit[oc[at]]))
         for p, k, times, most in over[:3]:
             out.append(f"limit-exceeded: participant {p} is paid {k} {times} times, over its "
                        f"limit {most}")
     if claim is not None:
         d = claim.decision_cols
         dmid = d["milestone_id"]
-        repeated = len(dmid) - len(pd.unique(dmid))
+        repeated = len(dmid) - len(set(dmid.tolist()))
         if len(d) != claim.rows_in or repeated:
             out.append(f"one-decision-per-row: {claim.rows_in} rows in but {len(d)} decisions "
                        f"({repeated} repeated)")
@@ -1357,6 +1810,22 @@ def _violations(c: Contract, every: Cols, claim: Claim | None, groups: np.ndarra
         if paid != set(new["milestone_id"][new["kind"] == "payment"].tolist()):
             out.append("totals-add-up: the paid decisions and the payment lines differ")
     return out
+
+
+def _first_lines(codes: np.ndarray, size: int) -> np.ndarray:
+    """The position of the first of `codes` (< size) with each value they have, in the
+    order of those values."""
+    first = np.full(size, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes)))
+    return first[first < len(codes)]
+
+
+def _as_seen(codes: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """`found` (some of `codes`' values) in the order `codes` first shows them."""
+    if len(found) < 2:
+        return found
+    values, first = np.unique(codes, return_index=True)
+    return found[np.argsort(first[np.searchsorted(values, found)], kind="stable")]
 
 
 def _isin(values: np.ndarray, pool) -> np.ndarray:

@@ -4,13 +4,18 @@ A claim checks, milestone by milestone and participant by participant, only the 
 has a line for — with every earlier line of those groups — plus every funder and the
 contract over all lines. These tests break the allocation on purpose (a bug sib must catch)
 in ways that only show when the earlier claims' lines are counted, so a check that looked
-at this claim's lines alone would let them through.
+at this claim's lines alone would let them through — through `sib claim` (the earlier
+lines read from the ledgers and coded from scratch) and on the path `sib model` takes (the
+earlier lines coded as the previous claim handed them on, `Claim.after`), where each claim
+is still checked against its own cumulative lines, so that a later reversal cannot hide
+the breach.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -138,3 +143,73 @@ def test_standing_lines_of_a_ledger_with_a_repeated_line_id_do_not_crash():
     # M1's payment of 2022-Q1 (both its lines) is reversed; M2's line stands
     assert rc.standing_mask(kind, mid, period, line_id, reverses).tolist() == [
         False, False, True, False]
+
+
+# --- the path sib model takes: the earlier lines handed on, coded, from claim to claim ----------
+
+def _handed_on(ws: Path, milestones: str, label: str, number: int, earlier):
+    """Claim `label` in memory with the earlier lines as the previous claim handed them on."""
+    from sib.evidence import read_evidence
+    from sib.period import parse_period
+    from sib.workspace import find_contract
+
+    (ws / "evidence" / "scenario" / "milestones.csv").write_text(milestones, "utf-8")
+    lc = find_contract(ws, "scenario")
+    ev = read_evidence(ws, lc)
+    assert not ev.problems, ev.problems
+    return rc.claim_after(lc.contract, rc.Rows.of(ev), earlier.lines, number,
+                          parse_period(label, "quarter"), earlier=earlier)
+
+
+def test_a_participant_cap_broken_only_with_earlier_claims_is_refused_when_handed_on(
+        tmp_path, monkeypatch):
+    # as above (P1 would hold 100.00 + 200.00 = 300.00 > 250.00), with Q1's lines handed on
+    ws = _workspace(tmp_path, Q1)
+    q1 = _handed_on(ws, Q1, "2022-Q1", 1, rc.Earlier.of(rc.no_lines()))
+    assert q1.after.minted == {"2022-Q1"}  # the model's path, not a re-coding of the lines
+    _ignoring_the_participant_cap(monkeypatch)
+    with pytest.raises(rc.InvariantError) as refused:
+        _handed_on(ws, Q2, "2022-Q2", 2, q1.after)
+    assert "participant-cap-exceeded: participant P1 holds £300.00" in str(refused.value)
+
+
+def test_a_funder_cap_is_checked_over_every_earlier_line_when_handed_on(tmp_path, monkeypatch):
+    # DCMS 60.00 + 60.00 in Q1, then a bug pays it 950.00 in Q2: 1070.00 > 1000.00
+    q1 = Q1 + "M3,P2,engagement,2022-01-10,verified,2022-03-25,E3\n"
+    ws = _workspace(tmp_path, q1)
+    first = _handed_on(ws, q1, "2022-Q1", 1, rc.Earlier.of(rc.no_lines()))
+    real = rc._allocate
+
+    def overpaying(*args, **kwargs):
+        rows, amounts, capped, caps, fail_code, fail_detail = real(*args, **kwargs)
+        amounts[rows[0]] = [95000] + amounts[rows[0]][1:]
+        return rows, amounts, capped, caps, fail_code, fail_detail
+
+    monkeypatch.setattr(rc, "_allocate", overpaying)
+    with pytest.raises(rc.InvariantError) as refused:
+        _handed_on(ws, q1 + "M4,P2,job-start,2022-04-10,verified,2022-06-25,E4\n", "2022-Q2",
+                   2, first.after)
+    assert "funder-cap-exceeded: dcms has been paid £1,070.00" in str(refused.value)
+
+
+def test_a_breach_a_later_reversal_would_hide_is_refused_at_its_own_claim(tmp_path, monkeypatch):
+    # Q2's bug makes P1 hold 300.00 > 250.00; withdrawing M2 in Q3 would reverse the 200.00
+    # and leave 100.00, so the lines of all three claims together break nothing. Each claim
+    # is checked against its own cumulative lines, so Q2 is refused.
+    ws = _workspace(tmp_path, Q1)
+    q1 = _handed_on(ws, Q1, "2022-Q1", 1, rc.Earlier.of(rc.no_lines()))
+    _ignoring_the_participant_cap(monkeypatch)
+    with pytest.raises(rc.InvariantError, match="participant-cap-exceeded"):
+        _handed_on(ws, Q2, "2022-Q2", 2, q1.after)
+    # the same history with the check switched off for Q2 only: the breach is issued, and
+    # Q3's reversal takes P1 back under the cap — nothing after Q2 would see what Q2 broke
+    monkeypatch.setattr(rc, "_violations", lambda *a, **k: [])
+    q2 = _handed_on(ws, Q2, "2022-Q2", 2, q1.after)
+    monkeypatch.undo()  # the real allocation and check again
+    q3 = _handed_on(ws, Q2.replace("job-start,2022-04-10,verified",
+                                   "job-start,2022-04-10,withdrawn"), "2022-Q3", 3, q2.after)
+    assert q3.decisions.set_index("milestone_id").loc["M2", "decision"] == "reversed"
+    every = pd.concat([q1.lines, q2.lines, q3.lines], ignore_index=True)
+    assert int(every[every["participant_id"] == "P1"]["amount"].sum()) == 10000
+    from sib.workspace import find_contract
+    assert rc.check_invariants(find_contract(ws, "scenario").contract, every) == []
