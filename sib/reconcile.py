@@ -925,6 +925,7 @@ class Earlier:
     unique_ids: bool
     minted: frozenset | None
     store: "_Store | None" = field(default=None, repr=False, compare=False)
+    ids: "_LineIds | None" = field(default=None, repr=False, compare=False)
 
     @staticmethod
     def of(lines: Cols) -> "Earlier":
@@ -933,7 +934,9 @@ class Earlier:
         start = Earlier(lines, _Tables(), empty, empty, empty, empty, empty,
                         np.zeros(0, dtype=bool), empty, np.zeros(0, dtype=bool), True,
                         frozenset())
-        return start._with(lines, {}, whole=True)
+        # a history begun empty keeps its line ids as it grows (`_LineIds`), so that the
+        # reversals of each claim added are resolved without indexing the history again
+        return start._with(lines, {}, whole=True, ids=_LineIds() if not len(lines) else None)
 
     def then(self, new: Cols, known: dict | None = None) -> "Earlier":
         """These lines followed by `new`.
@@ -944,7 +947,8 @@ class Earlier:
         from the lines."""
         return self._with(new, known or {})
 
-    def _with(self, new: Cols, known: dict, whole: bool = False) -> "Earlier":
+    def _with(self, new: Cols, known: dict, whole: bool = False,
+              ids: "_LineIds | None" = None) -> "Earlier":
         t = self.tables
         payment = np.asarray(new["kind"] == "payment", dtype=bool)
         column = {"milestone": "milestone_id", "participant": "participant_id",
@@ -965,12 +969,18 @@ class Earlier:
             target = np.concatenate([self.target, known["target"]])
         else:
             minted = frozenset() if whole and not len(new) else None
-            target, unique = _targets(lines["line_id"], lines["reverses"], joined["payment"])
+            found = None
+            if not whole and self.ids is not None:
+                found = self.ids.then(self, new, codes["payment"])
+            if found is not None:
+                target, unique, ids = found
+            else:
+                target, unique = _targets(lines["line_id"], lines["reverses"], joined["payment"])
         standing = _standing(joined["payment"], joined["milestone"], joined["period"], target,
                              len(t.period))
         return Earlier(lines, t, joined["milestone"], joined["participant"], joined["funder"],
                        joined["period"], joined["outcome"], joined["payment"], target,
-                       standing, unique, minted, store)
+                       standing, unique, minted, store, ids)
 
     def __len__(self) -> int:
         return len(self.milestone)
@@ -992,6 +1002,43 @@ def _targets(line_id: np.ndarray, reverses: np.ndarray, payment: np.ndarray
             where = pd.Index(line_id[first]).get_indexer(reverses[rev])
             target[rev] = np.where(where >= 0, first[np.maximum(where, 0)], -1)
     return target, unique
+
+
+class _LineIds:
+    """The position of the first line with each id, of a history grown claim by claim from
+    empty: the reversals of a claim added are resolved by looking up their ids, not by
+    indexing every line again (what `_targets` does).
+
+    It is kept for one line of states: `then` extends it in place for the state holding its
+    `n` lines, and gives None — work it out from the lines — for any other state (a second
+    claim added to the same state), once an id repeats (for good: n = -1), and when an
+    earlier reversal named no line (a later line might be the one it names)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, int] = {}
+        self.n = 0
+
+    def then(self, state: "Earlier", new: Cols, payment: np.ndarray
+             ) -> tuple[np.ndarray, bool, "_LineIds"] | None:
+        """(target, unique, self) for `state` followed by `new`, as `_targets` gives them
+        over all the lines; None when that must be worked out from the lines."""
+        n = len(state)
+        if self.n != n or not state.unique_ids or bool(
+                (state.target[~state.payment] < 0).any()):
+            return None
+        first = self.first
+        k = len(first)
+        ids = new["line_id"].tolist()
+        first.update(zip(ids, range(n, n + len(ids))))
+        if len(first) != k + len(ids):  # an id repeats: from now on, index the lines
+            self.n = -1                  # (the table no longer says where first lines are)
+            return None
+        target = np.full(len(ids), -1, dtype=np.int64)
+        rev = np.flatnonzero(~payment)
+        if len(rev):
+            target[rev] = [first.get(x, -1) for x in new["reverses"][rev].tolist()]
+        self.n = n + len(ids)
+        return np.concatenate([state.target, target]), True, self
 
 
 class _Store:

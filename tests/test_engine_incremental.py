@@ -505,3 +505,44 @@ def test_two_claims_after_the_same_state_leave_each_other_alone():
         assert two.lines[k][n:].tolist() == claims[5].line_cols[k].tolist(), k
     decoded(one)
     decoded(two)
+
+
+# --- a history grown from empty, claim by claim, as `sib audit` grows it ---------------------
+
+@settings(max_examples=300, deadline=None)
+@given(lines=damaged_lines(), data=st.data())
+def test_a_history_grown_claim_by_claim_codes_as_one_coded_at_once(lines, data):
+    """`sib audit` adds each claim's lines as read from disk to an `Earlier` begun empty,
+    which looks each reversal's line up by id (`_LineIds`) instead of indexing every line;
+    whatever the lines (repeated ids, reversals of nothing or of a later line), every state
+    says what coding its lines at once says."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(lines)), max_size=4)))
+    state, start = rc.Earlier.of(lines.take(np.zeros(0, dtype=np.int64))), 0
+    for stop in [*cuts, len(lines)]:
+        state = state.then(lines.take(np.arange(start, stop)))
+        start = stop
+        whole = rc.Earlier.of(lines.take(np.arange(stop)))
+        assert state.target.tolist() == whole.target.tolist()
+        assert state.unique_ids == whole.unique_ids
+        assert state.standing.tolist() == whole.standing.tolist()
+        decoded(state)
+
+
+def test_line_ids_are_looked_up_only_along_one_line_of_states():
+    """Two claims added to one state: the second cannot use the first's id table."""
+    one = rc.Cols({k: np.array(v, dtype=object) for k, v in {
+        "line_id": ["A"], "period": ["2022-Q1"], "kind": ["payment"], "milestone_id": ["M1"],
+        "participant_id": ["P1"], "outcome": ["engagement"], "funder": ["dcms"],
+        "reverses": [""]}.items()} | {"price": np.array([100]), "amount": np.array([100])}, 1)
+    rev = rc.Cols({**{k: one[k] for k in one.columns},
+                   "line_id": np.array(["B"], dtype=object), "period": np.array(["2022-Q2"],
+                                                                                dtype=object),
+                   "kind": np.array(["reversal"], dtype=object),
+                   "reverses": np.array(["A"], dtype=object),
+                   "amount": np.array([-100])}, 1)
+    base = rc.Earlier.of(one.take(np.zeros(0, dtype=np.int64))).then(one)
+    first = base.then(rev)      # along the line: looked up
+    second = base.then(rev)     # a branch: indexed from the lines
+    assert first.ids is not None and second.ids is None
+    assert first.target.tolist() == second.target.tolist() == [-1, 0]
+    assert first.standing.tolist() == second.standing.tolist() == [False, False]
