@@ -43,6 +43,7 @@ class Pending(Generic[T]):
         self._value: T | None = None
         if pid is None:  # run inline, now
             self._value = job()
+            self._job = None  # (what it read may be large: let it go)
 
     @property
     def running(self) -> bool:
@@ -56,6 +57,7 @@ class Pending(Generic[T]):
                 self._value = outcome[1]
             else:  # the child failed: do it here, as inline would (same result or error)
                 self._value = self._job()
+            self._job = None
         return self._value  # type: ignore[return-value]
 
 
