@@ -71,14 +71,6 @@ def fmt_amounts(values: np.ndarray) -> np.ndarray:
                           lambda u: [money.fmt_amount(v) for v in u.tolist()])
 
 
-def _text(values) -> np.ndarray:
-    """A text column as the file writes it: missing (None or NaN) as an empty field, as
-    pandas' to_csv wrote it."""
-    a = np.asarray(values, dtype=object)
-    missing = pd.isna(a)
-    return np.where(missing, "", a) if missing.any() else a
-
-
 _SPECIAL = re.compile(r'[,"\r\n]')
 
 
@@ -92,7 +84,9 @@ def _field(value: str) -> str:
 
 
 def _quoted(values: np.ndarray) -> list[str]:
-    """A text column's fields (most need no quotes: then as they are)."""
+    """A column's fields: most are text needing no quotes, then as they are; otherwise each
+    distinct value quoted once, and a missing one (None, NaN) an empty field, as pandas'
+    to_csv wrote it."""
     texts = values.tolist()
     try:
         plain = not _SPECIAL.search("".join(texts))
@@ -100,7 +94,9 @@ def _quoted(values: np.ndarray) -> list[str]:
         plain = False
     if plain:
         return texts
-    return _each_distinct(values, lambda u: [_field(str(v)) for v in u.tolist()]).tolist()
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=False)
+    fields = ["" if pd.isna(v) else _field(str(v)) for v in uniques.tolist()]
+    return np.array(fields + [""], dtype=object)[codes].tolist()
 
 
 def _csv(columns: dict[str, np.ndarray]) -> str:
@@ -132,7 +128,7 @@ def render_ledger(lines) -> str:
         elif c == "late":
             out[c] = np.where(v.astype(bool), "true", "false").astype(object)
         else:
-            out[c] = _text(v)
+            out[c] = v.astype(object)
     return _csv(out)
 
 
@@ -140,7 +136,7 @@ def render_decisions(decisions) -> str:
     """decisions.csv text for typed decisions (sorted by milestone_id): a frame or any table
     of columns by name."""
     return _csv({c: fmt_amounts(np.asarray(decisions[c])) if c in ("amount", "capped")
-                 else _text(decisions[c]) for c in DECISION_COLUMNS})
+                 else np.asarray(decisions[c], dtype=object) for c in DECISION_COLUMNS})
 
 
 def _distinct(values) -> tuple[np.ndarray, np.ndarray]:
