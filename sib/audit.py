@@ -9,7 +9,7 @@ folder under `ledgers/<id>/`, in period order, `audit` checks what ledger.md § 
               compressed inputs/ copy decompresses to the size and     file-unlisted, bad-input
               SHA-256 the manifest's `compressed` records
   replay      the claim recomputed from its inputs/ and the earlier    replay-mismatch, replay-failed
-              ledgers by the same engine (`compute_claim`) gives
+              ledgers by the same engine (`claim_after`) gives
               ledger.csv and decisions.csv byte for byte
   totals      the manifest's totals and counts are the lines' and      totals-mismatch, decision-mismatch
               the decisions'; decisions agree with the lines
@@ -44,7 +44,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Callable
 
@@ -58,11 +58,11 @@ from sib.evidence import Source, validate_evidence
 from sib.forked import Jobs, Pending, cpu_count
 from sib.issue import COMPRESSED_SUFFIX, MAX_EXPANDED, expand_gzip, ledger_dir, \
     original_name, sha256
-from sib.ledger import DECISION_COLUMNS, LEDGER_COLUMNS, MANIFEST_FORMAT, History, empty_lines, \
+from sib.ledger import DECISION_COLUMNS, LEDGER_COLUMNS, MANIFEST_FORMAT, empty_lines, \
     parse_amounts, parse_ledger, render_decisions, render_ledger
 from sib.period import KINDS, Period, PeriodError, parse_period, period_containing
 from sib.problems import Problem, SibError, sort_problems
-from sib.reconcile import DECISIONS, compute_claim
+from sib.reconcile import DECISIONS, Cols, Earlier, Rows, claim_after, no_lines
 from sib.workspace import contract_id_of, shown_path
 from sib.yamlsafe import parse_yaml
 
@@ -496,7 +496,7 @@ class _Auditor:
         self.prev: ClaimFolder | None = None
         self.first: Period | None = None
         self.expected: Period | None = None
-        self.history = _LineBuffer()            # issued lines as the next claim read them
+        self.history = Earlier.of(no_lines())   # issued lines as the next claim read them
         self.history_periods: list[str] = []
         self.run = _Running()                   # what the lines on disk now add up to
         self.broken = ""                        # why replays cannot go on ('' when they can)
@@ -558,7 +558,7 @@ class _Auditor:
         if work:  # the rest of the replay and the read-back: pure, in a child if it can
             cl.pending.append(self.jobs.submit(partial(_run_all, work)))
         if not self.broken:  # else no later claim is replayed: the history is not needed
-            self.history.append(hist)
+            self.history = self.history.then(Cols.of(hist, LEDGER_COLUMNS))
         self.history_periods.append(f.label)
         self.prev = f
         self.expected = f.period.next()
@@ -803,7 +803,7 @@ class _Auditor:
         where = {srcs[t].shown: f.file(f.input_name(t)) for t in srcs}
         files = ("ledger.csv", "decisions.csv")
         return partial(_replay_claim, lc.contract, lc, srcs, where, skip_invalid,
-                       History(tuple(self.history_periods), self.history.frame()), f.period,
+                       self.history, len(self.history_periods) + 1, f.period,
                        {n: cl.data.get(n) for n in files}, {n: f.file(n) for n in files},
                        len(cl.decisions) if cl.decisions is not None else None)
 
@@ -934,10 +934,12 @@ def _run_all(jobs: list, keep_ledger: bool = False) -> _Found:
 
 
 def _replay_claim(c: Contract, lc: LoadedContract, srcs: dict[str, Source],
-                  where: dict[str, str], skip_invalid: bool, history: History, period: Period,
+                  where: dict[str, str], skip_invalid: bool, earlier: Earlier, number: int,
+                  period: Period,
                   old: dict[str, bytes | None], shown: dict[str, str], n_decisions: int | None,
                   keep_ledger: bool = False) -> tuple[_Found, bytes | None]:
-    """Recompute a claim from the evidence it read and the earlier ledgers, and compare
+    """Recompute a claim (claim `number`) from the evidence it read and the earlier ledgers
+    (`earlier`: as the engine codes them, kept from claim to claim), and compare
     with its ledger.csv and decisions.csv (`old`, as on disk): what differs, and the
     recomputed ledger.csv (when `keep_ledger`; None if it could not be recomputed).
     Pure: it may run in another process (sib.forked)."""
@@ -950,7 +952,7 @@ def _replay_claim(c: Contract, lc: LoadedContract, srcs: dict[str, Source],
                         p.col))
         return out, None
     try:
-        claim = compute_claim(c, ev, history, period)
+        claim = claim_after(c, Rows.of(ev), earlier.lines, number, period, earlier=earlier)
     except SibError as e:
         out.append(("replay", shown["ledger.csv"], None, "replay-failed",
                     f"the engine refuses to recompute the claim: {e}", None))
@@ -976,9 +978,10 @@ def _replay_claim(c: Contract, lc: LoadedContract, srcs: dict[str, Source],
 
 def _read_back(books: list[tuple[str, bytes, str]], lines: pd.DataFrame) -> tuple[_Found, None]:
     """Each workbook (name, bytes, shown) read back against the claim's ledger lines."""
+    ledger = _Ledger(lines)  # (prepared once for all of them)
     return [("workbooks", shown, line, "workbook-mismatch", message, None)
             for name, raw, shown in books
-            for line, message in workbook_differences(name, raw, lines)], None
+            for line, message in workbook_differences(name, raw, lines, ledger)], None
 
 
 def _short(digest: str | None) -> str:
@@ -1056,28 +1059,6 @@ def _code(table: dict, values: np.ndarray) -> np.ndarray:
     known = np.fromiter((table.setdefault(v, len(table)) for v in uniques.tolist()),
                         dtype=np.int64, count=len(uniques))
     return known[codes]
-
-
-class _LineBuffer:
-    """Ledger lines appended claim by claim into columns of doubling capacity; `frame()`
-    is every line so far as one frame without copying them (the replay's History)."""
-
-    def __init__(self) -> None:
-        empty = empty_lines()
-        self.cols = {c: empty[c].to_numpy().copy() for c in LEDGER_COLUMNS}  # writable
-        self.n = 0
-
-    def append(self, lines: pd.DataFrame) -> None:
-        k = len(lines)
-        for c in LEDGER_COLUMNS:
-            a = _room(self.cols[c], self.n + k, None if self.cols[c].dtype == object else 0)
-            a[self.n:self.n + k] = lines[c].to_numpy()
-            self.cols[c] = a
-        self.n += k
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame({c: pd.Series(a[:self.n], copy=False, dtype=a.dtype)
-                             for c, a in self.cols.items()}, copy=False)
 
 
 @dataclass(frozen=True)
@@ -1550,7 +1531,25 @@ def _pence_of(v: object) -> int | None:
 _LINES_SHEET = re.compile(r"^lines( \(\d+\))?$")
 
 
-def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame) -> list[tuple[int | None, str]]:
+_AUDITED = ("line_id", "price", "amount", "capped", "funder", "milestone_id", "kind")
+_MONEY_COLUMNS = ("price", "amount", "capped")
+_TEXT_COLUMNS = ("funder", "milestone_id", "kind")
+
+
+@lru_cache(maxsize=1024)
+def _header_columns(values: tuple) -> dict[str, int] | None:
+    """For a header row (one naming line_id and amount): where each audited column is (its
+    first cell of that name); None for any other row. (Remembered: every statement has the
+    same header row; the mapping returned must not be changed.)"""
+    keys = [_header_key(v) for v in values]
+    if "line_id" not in keys or "amount" not in keys:
+        return None
+    col = {k: i for i, k in reversed(list(enumerate(keys))) if k}
+    return {k: col[k] for k in _AUDITED if k in col}
+
+
+def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame,
+                         ledger: "_Ledger | None" = None) -> list[tuple[int | None, str]]:
     """Where a claim workbook or funder statement disagrees with the claim's ledger lines.
 
     Reads back every sheet whose header row (within its first 20 rows) names `line_id` and
@@ -1560,68 +1559,37 @@ def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame) -> list[tup
     sib.workbook writes them (claim-workbook.md §4) — must hold every one of those lines.
     Formula cells are not evaluated (openpyxl cannot): the workbook's totals are formulas
     over the Lines sheets, so checking the lines checks what the totals add up.
+
+    The cells are read by sib.xlsx_read, which gives the values openpyxl's read-only,
+    data-only mode gives (so findings are those of reading them with openpyxl), as arrays:
+    rows whose cells are plainly the ledger's are passed in bulk (`_Want.clean`), every
+    other row is checked one by one as before (`_Want.row_differences`). `ledger`: `lines`
+    prepared for comparing (`_Ledger(lines)`), when the caller reads several workbooks of
+    one claim (`_read_back`).
     """
-    import openpyxl  # read back only; writing workbooks is sib.workbook's
+    from sib import xlsx_read  # reading workbooks back is xlsx_read's; writing, sib.workbook's
 
     statement = name.startswith("statements/")
-    want = lines[lines["funder"] == Path(name).stem] if statement else lines
-    by_id = {lid: i for i, lid in enumerate(want["line_id"].tolist())}
-    ledger = {k: want[k].tolist() for k in ("price", "amount", "capped", "funder",
-                                           "milestone_id", "kind")}  # (no pandas per row)
-    try:
-        wb = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged or hostile file
-        return [(None, f"cannot be read as a workbook ({type(e).__name__}); it should be the "
+    want = _Want(ledger or _Ledger(lines), Path(name).stem if statement else None)
+    found = xlsx_read.read_tables(raw, _header_columns)
+    if found.unreadable is not None:
+        return [(None, f"cannot be read as a workbook ({found.unreadable}); it should be the "
                        "one sib wrote")]
     out: list[tuple[int | None, str]] = []
-    on_lines: set[str] = set()
     lines_sheets = []
-    try:
-        for ws in wb.worksheets:
-            rows = ws.iter_rows(values_only=True)
-            header, start = None, 0
-            for r, values in enumerate(rows, start=1):
-                keys = [_header_key(v) for v in values]
-                if "line_id" in keys and "amount" in keys:
-                    header, start = keys, r
-                    break
-                if r >= 20:
-                    break
-            if header is None:
-                continue
-            is_lines = bool(_LINES_SHEET.match(ws.title.strip().lower()))
-            if is_lines:
-                lines_sheets.append(ws.title)
-            col = {k: i for i, k in reversed(list(enumerate(header))) if k}
-            for r, values in enumerate(rows, start=start + 1):
-                cell = lambda k: values[col[k]] if k in col and col[k] < len(values) else None  # noqa: E731
-                lid = cell("line_id")
-                if lid is None or str(lid).strip() == "":
-                    continue
-                lid = str(lid).strip()
-                where = f"sheet {ws.title} row {r}"
-                if lid not in by_id:
-                    out.append((r, f"{where}: {lid} is not a ledger line of this "
-                                   f"{'funder' if statement else 'claim'}"))
-                    continue
-                if is_lines:
-                    on_lines.add(lid)
-                j = by_id[lid]
-                line = {k: v[j] for k, v in ledger.items()}
-                for k in ("price", "amount", "capped"):
-                    if k in col and _pence_of(cell(k)) != int(line[k]):
-                        out.append((r, f"{where}: {k} of {lid} is {cell(k)!r}, the ledger's is "
-                                       f"{money.fmt_amount(int(line[k]))}"))
-                for k in ("funder", "milestone_id", "kind"):
-                    if k in col and str(cell(k)) != str(line[k]):
-                        out.append((r, f"{where}: {k} of {lid} is {cell(k)!r}, the ledger's is "
-                                       f"{line[k]!r}"))
-    finally:
-        wb.close()
+    for table in found.tables:
+        is_lines = bool(_LINES_SHEET.match(table.title.strip().lower()))
+        if is_lines:
+            lines_sheets.append(table.title)
+        clean = want.clean(table)
+        if is_lines:
+            want.on_lines[want.row_line[clean]] = True
+        for i in np.flatnonzero(~clean).tolist():
+            out += want.row_differences(table, i, is_lines)
     if not lines_sheets:
         return out + [(None, "no Lines sheet (a sheet named Lines with a header row naming "
                              "line_id and amount) to check the figures against")]
-    missing = [x for x in want["line_id"] if x not in on_lines]
+    missing = want.missing()
     where = ", ".join(lines_sheets)
     for lid in missing[:MAX_DIFFS]:
         out.append((None, f"ledger line {lid} is not on the sheet(s) {where}"))
@@ -1629,3 +1597,286 @@ def workbook_differences(name: str, raw: bytes, lines: pd.DataFrame) -> list[tup
         out.append((None, f"and {len(missing) - MAX_DIFFS} more ledger lines are not on "
                           f"the sheet(s) {where}"))
     return out
+
+
+class _Ledger:
+    """A claim's ledger lines as the read-back compares them — its columns as arrays, each
+    funder's lines, the text columns as bytes — worked out once for the claim workbook and
+    all its statements (`_read_back` makes one and passes it to workbook_differences for
+    each workbook)."""
+
+    COLUMNS = ("line_id", *_TEXT_COLUMNS, *_MONEY_COLUMNS)
+
+    def __init__(self, lines: pd.DataFrame):
+        self.arrays = {k: lines[k].to_numpy() for k in self.COLUMNS}
+        self._groups: dict | None = None
+        self._encoded: dict[str, np.ndarray | None] = {}
+        self._unique: bool | None = None
+        self._by_id: dict | None = None
+        self._index: pd.Index | None = None
+        self._codes: dict[str, tuple] = {}
+
+    def funder_lines(self, funder: str) -> np.ndarray:
+        """The indices of the lines whose funder is `funder` (lines["funder"] == funder)."""
+        f = self.arrays["funder"]
+        if self._groups is None:
+            self._groups = {}
+            if pd.api.types.infer_dtype(f, skipna=False) == "string":
+                codes, uniques = pd.factorize(f)
+                order = np.argsort(codes, kind="stable")
+                bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+                self._groups = {u: order[bounds[i]:bounds[i + 1]]
+                                for i, u in enumerate(uniques.tolist())}
+        if self._groups or not len(f):
+            return self._groups.get(funder, np.zeros(0, dtype=np.intp))
+        return np.flatnonzero(f == funder)
+
+    def encoded(self, k: str) -> np.ndarray | None:
+        """Column k as UTF-8 bytes; None unless all its values are strings."""
+        if k not in self._encoded:
+            v = self.arrays[k]
+            out = None
+            if not len(v):
+                out = np.zeros(0, dtype="S1")
+            elif pd.api.types.infer_dtype(v, skipna=False) == "string":
+                try:
+                    out = np.array(v.tolist(), dtype="S")
+                except UnicodeEncodeError:
+                    out = np.array([x.encode("utf-8") for x in v.tolist()], dtype="S")
+            self._encoded[k] = out
+        return self._encoded[k]
+
+    def by_id(self) -> dict:
+        if self._by_id is None:
+            self._by_id = {x: j for j, x in enumerate(self.arrays["line_id"].tolist())}
+        return self._by_id
+
+    def index(self) -> pd.Index:
+        """The line ids as an index (for finding many at once; they are unique)."""
+        if self._index is None:
+            self._index = pd.Index(self.arrays["line_id"])
+        return self._index
+
+    def codes(self, k: str) -> tuple[np.ndarray | None, dict]:
+        """Column k as codes into its distinct values, and value (as UTF-8) → code; None
+        unless all its values are strings."""
+        if k not in self._codes:
+            v = self.arrays[k]
+            if len(v) and pd.api.types.infer_dtype(v, skipna=False) == "string":
+                codes, uniques = pd.factorize(v)
+                self._codes[k] = (np.asarray(codes, dtype=np.int64),
+                                  {u.encode("utf-8"): i for i, u in enumerate(uniques.tolist())})
+            else:
+                self._codes[k] = (None, {})
+        return self._codes[k]
+
+    def unique(self) -> bool:
+        """Whether no line id repeats."""
+        if self._unique is None:
+            ids = self.arrays["line_id"]
+            self._unique = len(ids) < 2 or bool(pd.Index(ids).is_unique)
+        return self._unique
+
+
+class _Columns(dict):
+    """The ledger's columns at some lines (`at`; None: all), each taken when first used."""
+
+    def __init__(self, arrays: dict, at: np.ndarray | None):
+        super().__init__()
+        self.arrays, self.at = arrays, at
+
+    def __missing__(self, k: str) -> np.ndarray:
+        v = self.arrays[k]
+        self[k] = v = v if self.at is None else v[self.at]
+        return v
+
+
+class _Want:
+    """The ledger lines a workbook must show (a funder's, for its statement), held for
+    comparing whole columns of a sheet at once.
+
+    ids: their line ids, in ledger order; row_line: per row of the table last compared,
+    its line's index (-1: none); on_lines: lines found on a Lines sheet (by index, or by
+    id in `on_ids` when ids repeat, as the set of ids the check has always used)."""
+
+    def __init__(self, ledger: "_Ledger", funder: str | None):
+        self.ledger = ledger
+        self.at = None if funder is None else self.ledger.funder_lines(funder)
+        self.values = _Columns(self.ledger.arrays, self.at)
+        self.funder = funder
+        self.n = len(self.ledger.arrays["line_id"]) if self.at is None else len(self.at)
+        self.on_lines = np.zeros(self.n + 1, dtype=bool)  # + a slot for "none" (-1)
+        self.on_ids: set[str] = set()
+        self.row_line = np.zeros(0, dtype=np.int64)
+        self._by_id: dict | None = None
+        self._encoded: dict[str, np.ndarray | None] = {}
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.values["line_id"]
+
+    # -- the bulk comparison --
+
+    def clean(self, table) -> np.ndarray:
+        """Per row of `table`: True where openpyxl's values would pass the row check
+        without a message (a plain line id of these lines, every audited cell plainly the
+        ledger's); sets `row_line` for those rows."""
+        from sib.xlsx_read import NUMBER, TEXT
+        n = len(table.rows)
+        self.row_line = np.full(n, -1, dtype=np.int64)
+        ids = self._encode("line_id")
+        lid = table.columns["line_id"]
+        if n == 0 or ids is None or not self.ledger.unique():
+            return np.zeros(n, dtype=bool)
+        ok = (lid.kind == TEXT) & _plain_ids(lid.raw)
+        rows = np.flatnonzero(ok)
+        line = self._lines_of(lid.raw[rows], ids)
+        ok[rows] = line >= 0
+        rows = rows[line >= 0]
+        line = line[line >= 0]
+        self.row_line[rows] = line
+        for k in _MONEY_COLUMNS:
+            if k in table.columns:
+                c = table.columns[k]
+                ledger = self.values[k]
+                if ledger.dtype != np.int64:
+                    ok[rows] = False
+                    continue
+                codes, uniques = c.distinct()  # a column holds few distinct amounts
+                read = [_pence_of_text(u) for u in uniques]
+                known = np.array([p is not None for p in read] + [False])
+                pence = np.array([p or 0 for p in read] + [0], dtype=np.int64)
+                at = codes[rows]
+                ok[rows] &= (c.kind[rows] == NUMBER) & known[at] & (pence[at] == ledger[line])
+        for k in _TEXT_COLUMNS:
+            if k in table.columns:
+                c = table.columns[k]
+                ok[rows] &= (c.kind[rows] == TEXT) & self._same_text(k, c, rows, line)
+        self.row_line[~ok] = -1
+        return ok
+
+    def _same_text(self, k: str, c, rows: np.ndarray, line: np.ndarray) -> np.ndarray:
+        """Per row: whether column c's text is the ledger's value of k for `line`."""
+        if k == "funder" and self.funder is not None:
+            return c.raw[rows] == self.funder.encode("utf-8")
+        if k in ("funder", "kind"):  # few distinct values: compared by their codes
+            codes, uniques = c.distinct()
+            ledger_codes, of_text = self.ledger.codes(k)
+            if ledger_codes is None:
+                return np.zeros(len(rows), dtype=bool)
+            mine = np.array([of_text.get(u, -2) for u in uniques] + [-2], dtype=np.int64)
+            theirs = ledger_codes if self.at is None else ledger_codes[self.at]
+            return mine[codes[rows]] == theirs[line]
+        ledger = self._encode(k)
+        if ledger is None:
+            return np.zeros(len(rows), dtype=bool)
+        return c.raw[rows] == ledger[line]
+
+    def _lines_of(self, raw: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The index of each id in `raw` among the lines, -1 if none: the rows of a Lines
+        sheet follow the ledger, so first try them as one run of it."""
+        m = len(raw)
+        if m == 0:
+            return np.zeros(0, dtype=np.int64)
+        first = np.flatnonzero(ids == raw[0])
+        if len(first) == 1 and int(first[0]) + m <= self.n:
+            k0 = int(first[0])
+            if (ids[k0:k0 + m] == raw).all():
+                return np.arange(k0, k0 + m, dtype=np.int64)
+        try:
+            texts = [b.decode("utf-8") for b in raw.tolist()]
+        except UnicodeDecodeError:
+            return np.full(m, -1, dtype=np.int64)
+        found = self.ledger.index().get_indexer(texts)  # (ids are unique here)
+        if self.at is not None:
+            inverse = np.full(len(self.ledger.arrays["line_id"]) + 1, -1, dtype=np.int64)
+            inverse[self.at] = np.arange(self.n)
+            found = inverse[found]
+        return found
+
+    def by_id(self) -> dict:
+        """Line id → index among these lines (the last, when one repeats)."""
+        if self._by_id is None:
+            self._by_id = self.ledger.by_id() if self.at is None else \
+                {x: j for j, x in enumerate(self.ids.tolist())}
+        return self._by_id
+
+    def unique(self) -> bool:
+        """Whether no line id repeats (then a line's index stands for its id)."""
+        return self.ledger.unique() or len(set(self.ids.tolist())) == self.n
+
+    def _encode(self, k: str) -> np.ndarray | None:
+        """Column k of the lines as UTF-8 bytes; None unless all are strings."""
+        if k not in self._encoded:
+            v = self.ledger.encoded(k)
+            self._encoded[k] = v if v is None or self.at is None else v[self.at]
+        return self._encoded[k]
+
+    # -- one row at a time, as ever --
+
+    def row_differences(self, table, i: int, is_lines: bool) -> list[tuple[int | None, str]]:
+        """The findings of row i of `table`: the row check, as openpyxl's values give it."""
+        r = int(table.rows[i])
+        cols = table.columns
+        lid = cols["line_id"].value(i)
+        if lid is None or str(lid).strip() == "":
+            return []
+        lid = str(lid).strip()
+        where = f"sheet {table.title} row {r}"
+        j = self.by_id().get(lid)
+        if j is None:
+            return [(r, f"{where}: {lid} is not a ledger line of this "
+                        f"{'funder' if self.funder is not None else 'claim'}")]
+        if is_lines:
+            self.on_ids.add(lid)
+        out = []
+        for k in _MONEY_COLUMNS:
+            if k in cols:
+                v = cols[k].value(i)
+                if _pence_of(v) != int(self.values[k][j]):
+                    out.append((r, f"{where}: {k} of {lid} is {v!r}, the ledger's is "
+                                   f"{money.fmt_amount(int(self.values[k][j]))}"))
+        for k in _TEXT_COLUMNS:
+            if k in cols:
+                v = cols[k].value(i)
+                if str(v) != str(self.values[k][j]):
+                    out.append((r, f"{where}: {k} of {lid} is {v!r}, the ledger's is "
+                                   f"{self.values[k][j]!r}"))
+        return out
+
+    def missing(self) -> list:
+        """The lines on no Lines sheet, in ledger order."""
+        if not self.on_ids and self.ledger.unique():
+            off = np.flatnonzero(~self.on_lines[:self.n])
+            return self.ledger.arrays["line_id"][off if self.at is None else self.at[off]].tolist()
+        on = self.on_ids | set(self.ids[self.on_lines[:self.n]].tolist())
+        return [x for x in self.ids.tolist() if x not in on]
+
+
+def _plain_ids(raw: np.ndarray) -> np.ndarray:
+    """Per bytes value: whether, as text, str(v).strip() is itself and not empty (ASCII,
+    no white space at either end)."""
+    if not len(raw):
+        return np.zeros(0, dtype=bool)
+    w = raw.dtype.itemsize
+    b = raw.view(np.uint8).reshape(len(raw), w)
+    n = np.char.str_len(raw)
+    first = b[:, 0]
+    last = b[np.arange(len(raw)), np.maximum(n - 1, 0)]
+    space = lambda c: (c == 32) | ((c >= 9) & (c <= 13)) | ((c >= 28) & (c <= 31))  # noqa: E731
+    ok = (n > 0) & ~space(first) & ~space(last)
+    if b.max(initial=0) >= 128:
+        ok &= (b < 128).all(axis=1)
+    return ok
+
+
+@lru_cache(maxsize=4096)
+def _pence_of_text(u: bytes) -> int | None:
+    """`_pence_of` of the value openpyxl reads from a NUMBER cell's text (an int, or a
+    float if the text has '.', 'e' or 'E'); None if that is no amount of pence."""
+    try:
+        text = u.decode("ascii")
+        p = _pence_of(int(text) if not any(c in text for c in ".eE") else float(text))
+    except (UnicodeDecodeError, ValueError, OverflowError):
+        return None
+    return p if p is not None and abs(p) < 1 << 62 else None
