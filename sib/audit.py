@@ -445,14 +445,20 @@ def audit(workspace: Path, contract_id: str | None = None,
     folders, stray = claim_folders(root, shown_root)
     auditor = _Auditor(cid, workspace, Jobs(cpu_count() if workers is None else workers))
     auditor.findings += stray
-    started = []
-    for folder in folders:
-        started.append(auditor.claim(folder))
-    claims = []
-    for k, cl in enumerate(started):
+    started: list[_Claim] = []
+    claims: list[ClaimAudit] = []
+
+    def report(cl: _Claim) -> None:  # in order, as each claim's jobs have reported
         claims.append(auditor.finish(cl))
         if progress is not None:
-            progress(k + 1, len(folders), cl.f.label)
+            progress(len(claims), len(folders), cl.f.label)
+
+    for folder in folders:
+        started.append(auditor.claim(folder))
+        while started and all(p.ready() for p in started[0].pending):
+            report(started.pop(0))
+    for cl in started:
+        report(cl)
     return AuditReport(cid, shown_root, tuple(claims), tuple(sort_problems(auditor.findings)))
 
 
@@ -928,7 +934,7 @@ class _Auditor:
 _Found = list[tuple[str, str, "int | None", str, str, "int | None"]]
 
 
-def _run_all(jobs: list, keep_ledger: bool = False) -> _Found:
+def _run_all(jobs: list) -> _Found:
     """Run a claim's jobs one after the other; everything they found."""
     return [x for job in jobs for x in job()[0]]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -48,6 +49,13 @@ class Pending(Generic[T]):
     @property
     def running(self) -> bool:
         return not self._done
+
+    def ready(self) -> bool:
+        """Whether `result()` would not wait for the child to work (it has sent its result
+        or ended)."""
+        if self._done:
+            return True
+        return bool(select.select([self._fd], [], [], 0)[0])
 
     def result(self) -> T:
         if not self._done:

@@ -135,3 +135,34 @@ def test_sib_audit_workers_prints_the_same_whatever_n(tmp_path: Path) -> None:
     assert one.exit_code == two.exit_code == 1
     assert (one.stdout, one.stderr) == (two.stdout, two.stderr)
     assert "replay-mismatch" in one.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_counts_each_claim_once_in_order(tmp_path: Path, workers: int) -> None:
+    ws = copy_workspace(tmp_path, upto="2019-Q4")
+    seen = []
+    report = audit(ws, progress=lambda done, total, label: seen.append((done, total, label)),
+                   workers=workers)
+    assert seen == [(k + 1, 4, c.period) for k, c in enumerate(report.claims)]
+    assert [c.period for c in report.claims] == ["2019-Q1", "2019-Q2", "2019-Q3", "2019-Q4"]
+
+
+@needs_fork
+def test_ready_says_when_a_child_has_reported() -> None:
+    import time
+    r, w = os.pipe()  # the child waits for this pipe, so it cannot have reported yet
+
+    def job() -> int:
+        os.close(w)
+        os.read(r, 1)
+        return 5
+
+    pending = Jobs(2).submit(job)
+    assert not pending.ready()
+    os.write(w, b"x")
+    for _ in range(3000):  # (not a timing: the child needs a moment to answer)
+        if pending.ready():
+            break
+        time.sleep(0.01)
+    assert pending.ready() and pending.result() == 5
+    os.close(r), os.close(w)
