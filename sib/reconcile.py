@@ -1064,10 +1064,14 @@ class _Store:
 
     def column(self, name: str, n: int) -> np.ndarray:
         if name not in self.grown:
-            whole = np.concatenate(self.pieces.pop(name))
-            room = np.empty(max(2 * len(whole), 64), dtype=whole.dtype)
-            room[:len(whole)] = whole
-            self.grown[name] = room
+            parts = self.pieces.pop(name)
+            if len(parts) == 1:  # as given, not copied: `then` makes room when lines come
+                self.grown[name] = parts[0]
+            else:
+                whole = np.concatenate(parts)
+                room = np.empty(max(2 * len(whole), 64), dtype=whole.dtype)
+                room[:len(whole)] = whole
+                self.grown[name] = room
         rows = self.grown[name][:n]
         rows.flags.writeable = False  # what a state reads is never written, by it or others
         return rows
