@@ -1807,10 +1807,6 @@ class _Want:
                 {x: j for j, x in enumerate(self.ids.tolist())}
         return self._by_id
 
-    def unique(self) -> bool:
-        """Whether no line id repeats (then a line's index stands for its id)."""
-        return self.ledger.unique() or len(set(self.ids.tolist())) == self.n
-
     def _encode(self, k: str) -> np.ndarray | None:
         """Column k of the lines as UTF-8 bytes; None unless all are strings."""
         if k not in self._encoded:
@@ -1836,18 +1832,16 @@ class _Want:
         if is_lines:
             self.on_ids.add(lid)
         out = []
-        for k in _MONEY_COLUMNS:
-            if k in cols:
-                v = cols[k].value(i)
-                if _pence_of(v) != int(self.values[k][j]):
-                    out.append((r, f"{where}: {k} of {lid} is {v!r}, the ledger's is "
-                                   f"{money.fmt_amount(int(self.values[k][j]))}"))
-        for k in _TEXT_COLUMNS:
-            if k in cols:
-                v = cols[k].value(i)
-                if str(v) != str(self.values[k][j]):
-                    out.append((r, f"{where}: {k} of {lid} is {v!r}, the ledger's is "
-                                   f"{self.values[k][j]!r}"))
+        for k in (*_MONEY_COLUMNS, *_TEXT_COLUMNS):
+            if k not in cols:
+                continue
+            v, want = cols[k].value(i), self.values[k][j]
+            if k in _MONEY_COLUMNS:  # money: the cell's pence; text: the cell as text
+                same, shown = _pence_of(v) == int(want), money.fmt_amount(int(want))
+            else:
+                same, shown = str(v) == str(want), repr(want)
+            if not same:
+                out.append((r, f"{where}: {k} of {lid} is {v!r}, the ledger's is {shown}"))
         return out
 
     def missing(self) -> list:
