@@ -458,6 +458,14 @@ def _read_xlsx(src: Source, table: _Table) -> None:
                                       "the file is not an .xlsx workbook (not a zip archive); "
                                       "save it as Excel Workbook (.xlsx) or CSV UTF-8"))
         return
+    except (NotImplementedError, ValueError, RuntimeError, EOFError) as e:
+        # a damaged directory can ask for a zip version or feature Python does not have
+        table.problems.append(Problem(
+            table.shown, None, None, "bad-workbook",
+            f"the workbook's zip archive is damaged or unsupported "
+            f"({quoted(' '.join(str(e).split()), 200)[1:-1]}); save it again as Excel "
+            "Workbook (.xlsx) or CSV UTF-8"))
+        return
     header: dict[int, object] = {}
     body: list[tuple[int, dict[int, object]]] = []
     damaged = ""
